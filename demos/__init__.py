@@ -1,0 +1,1 @@
+"""Demonstrations: scripted experts, teleoperation and HDF5 datasets (robomimic layout)."""

@@ -1,0 +1,110 @@
+"""The task-family API every family (point, push, door) shares.
+
+A *family* is a distribution over tasks that differ only in a hidden parameter
+(a goal position, a target angle). The learner sees pixels and proprioception;
+the parameter must be discovered from reward. Privileged state (including the
+hidden parameter) is exposed in ``info["state"]`` for scripted experts only.
+
+Contract of every env built by ``TaskFamily.make_env``:
+
+* ``observation_space`` is a ``Dict`` with ``image`` (uint8 HxWx3) and
+  ``proprio`` (float32 [k]); ``action_space`` is a ``Box`` in [-1, 1].
+* Episodes have a fixed length: ``terminated`` is never True and ``truncated``
+  becomes True at ``horizon``. Fixed-length episodes let the samplers keep
+  [episodes, time] tensors without padding.
+* ``info`` after ``reset`` and every ``step`` holds ``success`` (bool, at this
+  step), ``dense_reward`` (float) and ``state`` (dict of float arrays).
+  An episode's success is its success at the final step.
+* ``env.task`` can be assigned between episodes: this is how vectorised
+  samplers reuse one worker for many tasks (``VectorEnv.set_attr("task", ...)``).
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+
+SPLITS: tuple[str, ...] = ("train", "test")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One member of a family: its hidden parameters and where it came from."""
+
+    family: str
+    split: str
+    index: int
+    params: dict[str, float] = field(hash=False)
+
+    @property
+    def task_id(self) -> str:
+        """Stable, human-readable id, e.g. ``point/train/3``."""
+        return f"{self.family}/{self.split}/{self.index}"
+
+    def to_json(self) -> str:
+        return json.dumps({"family": self.family, "split": self.split, "index": self.index, "params": self.params})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Task":
+        raw = json.loads(text)
+        return cls(raw["family"], raw["split"], int(raw["index"]), {k: float(v) for k, v in raw["params"].items()})
+
+
+class TaskFamily(abc.ABC):
+    """A seeded distribution over tasks plus a way to build an env for one.
+
+    Subclasses set ``name`` and ``horizon`` and implement ``_sample_params`` and
+    ``make_env``. Train and test sets come from independent random streams
+    (``(seed, split)``), so the first k tasks of a split do not change when more
+    are requested, and the two splits are checked to be disjoint.
+    """
+
+    name: ClassVar[str]
+    horizon: int
+
+    def sample(self, split: str, n: int, seed: int = 0) -> list[Task]:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+        if n < 0:
+            raise ValueError(f"number of tasks must be >= 0, got {n}")
+        rng = np.random.default_rng([seed, SPLITS.index(split), 0x7A5C])
+        tasks = [Task(self.name, split, i, self._sample_params(rng)) for i in range(n)]
+        if split == "test":
+            # Continuous parameters collide with probability zero, but a family with a
+            # coarse parameter grid could collide: refuse instead of leaking test tasks.
+            train_keys = {self._key(t) for t in self.sample("train", max(n, 64), seed)}
+            leaked = [t.task_id for t in tasks if self._key(t) in train_keys]
+            if leaked:
+                raise RuntimeError(f"{self.name}: test tasks {leaked} also appear in the train split")
+        return tasks
+
+    @staticmethod
+    def _key(task: Task) -> tuple[tuple[str, float], ...]:
+        return tuple(sorted((k, round(v, 9)) for k, v in task.params.items()))
+
+    @abc.abstractmethod
+    def _sample_params(self, rng: np.random.Generator) -> dict[str, float]:
+        """Draw one task's hidden parameters."""
+
+    @abc.abstractmethod
+    def make_env(self, task: Task | None = None) -> gym.Env:
+        """Build a gymnasium env for ``task`` (or a default task, set ``env.task`` later)."""
+
+    def env_args(self) -> dict[str, Any]:
+        """JSON-able description of how envs are built (stored in demo files and checkpoints)."""
+        return {"family": self.name, "horizon": self.horizon}
+
+
+def check_action(action: Any, space: gym.spaces.Box) -> np.ndarray:
+    """Validate an action before it reaches the simulator; a bad one gets a message, not a NaN state."""
+    arr = np.asarray(action, dtype=np.float64)
+    if arr.shape != space.shape:
+        raise ValueError(f"action has shape {arr.shape}, expected {space.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"action contains NaN or inf: {arr.tolist()}")
+    return np.clip(arr, space.low, space.high)
