@@ -76,6 +76,19 @@ class PointEnv(gym.Env):
         """Place the point (for tests and replays); the goal stays the task's."""
         self._pos = np.clip(np.asarray(position, dtype=np.float64), -1.0, 1.0)
 
+    def get_sim_state(self) -> np.ndarray:
+        """Everything needed to reproduce the current frame: for point, the position."""
+        return self._pos.astype(np.float64).copy()
+
+    def set_sim_state(self, state: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Restore a state from ``get_sim_state`` (demo replay); returns the observation and info there."""
+        self._pos = np.asarray(state, dtype=np.float64).reshape(2).copy()
+        return self._observe()
+
+    def model_xml(self) -> str:
+        """No MJCF model: point is drawn with numpy."""
+        return ""
+
     def _observe(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         distance = float(np.linalg.norm(self._pos - self.goal))
         obs = {"image": self.render(), "proprio": self._pos.astype(np.float32)}

@@ -1,0 +1,133 @@
+"""End-to-end plumbing on the point family: train, checkpoint, resume, adapt, and bad input."""
+
+from __future__ import annotations
+
+import pickle
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from robot_envs.point import PointFamily
+from vision_gmps.adapt import adapt
+from vision_gmps.checkpoint import CheckpointError, load_checkpoint, policy_from_checkpoint
+from vision_gmps.config import ConfigError, load_config
+from vision_gmps.rollouts import PolicyActor, Sampler
+from vision_gmps.train import train
+
+TINY = [
+    "wandb.mode=disabled",
+    "env.tasks.train=3",
+    "env.kwargs.horizon=8",
+    "env.kwargs.image_size=[16,16]",
+    "policy.conv_channels=[4,4]",
+    "policy.conv_strides=[2,1]",
+    "policy.hidden_sizes=[16]",
+    "algo.rollouts_per_task=3",
+    "algo.outer_steps=2",
+    "train.eval_every=0",
+    "train.checkpoint_every=1",
+    "sampler.num_envs=4",
+]
+
+
+EXPERT = ["algo.expert.episodes_per_task=2", "algo.dagger.rollouts_per_task=1"]
+
+
+def _cfg(tmp_path, *extra: str, algo: str = "gmps"):
+    algo_specific = {"gmps": EXPERT, "bc": EXPERT, "maml": []}[algo]
+    return load_config([f"algo={algo}", *TINY, *algo_specific, f"run_dir={tmp_path}", *extra])
+
+
+@pytest.mark.parametrize("algo", ["gmps", "maml", "bc"])
+def test_train_writes_a_checkpoint_that_adapt_consumes(tmp_path, algo):
+    trainer = train(_cfg(tmp_path, "train.iterations=2", algo=algo))
+    ckpt = tmp_path / "checkpoints" / "last.pt"
+    assert ckpt.is_file() and (tmp_path / "train_config.yaml").is_file()
+    lines = (tmp_path / "train_metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and "loss" in lines[-1]
+    assert trainer.env_episodes > 0
+
+    results = adapt(load_config(["wandb.mode=disabled", f"adapt.checkpoint={ckpt}", "adapt.num_tasks=2",
+                                 "adapt.steps=2", "adapt.rollouts_per_task=3", "adapt.step_size=both",
+                                 f"run_dir={tmp_path / 'adapt'}"]))
+    assert set(results) == {"learned", "fixed"}
+    assert [r["step"] for r in results["learned"].rows] == [0, 1, 2]
+    assert results["learned"].rows[-1]["episodes"] == 2 * 2 * 3
+    assert (tmp_path / "adapt" / "adapt_results.md").is_file()
+    assert (tmp_path / "adapt" / "task0_before_after.mp4").stat().st_size > 0
+
+
+def test_checkpoint_round_trips_bit_exactly_and_loads_without_code(tmp_path):
+    trainer = train(_cfg(tmp_path, "train.iterations=1"))
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    policy, step_sizes = policy_from_checkpoint(state)
+    for name, tensor in trainer.policy.state_dict().items():
+        assert torch.equal(tensor, policy.state_dict()[name]), name
+    for a, b in zip(trainer.step_sizes.values, step_sizes.values):
+        assert torch.equal(a, b)
+    for i in range(trainer.buffer.num_tasks):
+        assert np.array_equal(trainer.buffer.images[i], state["buffer"]["tasks"][i]["images"].numpy())
+
+
+class _Boom:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_loading_a_checkpoint_never_executes_code(tmp_path):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"format_version": 1, "x": _Boom()}, f)
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(path)
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    straight = train(_cfg(tmp_path / "a", "train.iterations=3"))
+    train(_cfg(tmp_path / "b", "train.iterations=2"))
+    resumed = train(_cfg(tmp_path / "b", "train.iterations=3", "resume=true"))
+    assert resumed.env_episodes == straight.env_episodes
+    for name, tensor in straight.policy.state_dict().items():
+        torch.testing.assert_close(resumed.policy.state_dict()[name], tensor, rtol=1e-5, atol=1e-6)
+
+
+def test_config_typos_name_the_key():
+    with pytest.raises(ConfigError, match="outer_lrr"):
+        load_config(["algo.outer_lrr=0.1"])
+    with pytest.raises(ConfigError, match="pointt"):
+        load_config(["env=pointt"])
+
+
+def test_checkpoint_from_another_policy_shape_is_refused(tmp_path):
+    train(_cfg(tmp_path, "train.iterations=1"))
+    ckpt = tmp_path / "checkpoints" / "last.pt"
+    with pytest.raises(CheckpointError, match="another policy shape.*image_shape"):
+        train(_cfg(tmp_path, "train.iterations=2", "resume=true", "env.kwargs.image_size=[20,20]"))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        adapt(load_config(["wandb.mode=disabled", f"adapt.checkpoint={tmp_path / 'missing.pt'}"]))
+    with pytest.raises(ConfigError, match="needs checkpoint="):
+        adapt(load_config(["wandb.mode=disabled"]))
+    assert ckpt.is_file()
+
+
+class _NaNProprio(gym.ObservationWrapper):
+    def observation(self, obs):
+        return {**obs, "proprio": np.full_like(obs["proprio"], np.nan)}
+
+
+class _NaNFamily(PointFamily):
+    def make_env(self, task=None):
+        return _NaNProprio(super().make_env(task))
+
+
+def test_nan_observations_and_actions_are_reported(tmp_path):
+    trainer = train(_cfg(tmp_path, "train.iterations=1"))
+    family = _NaNFamily(image_size=(16, 16), horizon=8)
+    sampler = Sampler(family, num_envs=2)
+    params = [trainer.policy.params()]
+    with pytest.raises(FloatingPointError, match="proprio observation contains NaN"):
+        sampler.collect(family.sample("train", 1), 1, PolicyActor(trainer.policy, params), seed=0)
+    with pytest.raises(FloatingPointError, match="action contains NaN"):
+        trainer.sampler.collect(trainer.train_tasks[:1], 1, lambda obs, s, g: np.full((len(g), 2), np.nan), seed=0)

@@ -1,0 +1,70 @@
+"""Checkpoints: plain tensors, numbers and strings only, loaded with ``weights_only=True``.
+
+Loading a checkpoint never executes code. Files are written to a temporary name
+and renamed, so a crash mid-save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vision_gmps.policy import ConvGaussianPolicy, PolicySpec, StepSizes
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used with the current config; the message says why."""
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or unsafe files
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} is not a vision-gmps checkpoint (format {FORMAT_VERSION})")
+    return state
+
+
+def policy_from_checkpoint(state: dict[str, Any], path: str | Path = "checkpoint") -> tuple[ConvGaussianPolicy, StepSizes]:
+    spec = PolicySpec.from_dict(state["policy_spec"])
+    policy = ConvGaussianPolicy(spec)
+    policy.load_state_dict(state["policy"])
+    step_sizes = StepSizes(policy, init=0.0, learnable=False)
+    step_sizes.load_state_dict(state["step_sizes"])
+    return policy, step_sizes
+
+
+def check_compatible(state: dict[str, Any], spec: PolicySpec, family: str, path: str | Path) -> None:
+    """Refuse a checkpoint whose family or parameter shapes differ from what the config builds."""
+    saved = PolicySpec.from_dict(state["policy_spec"])
+    saved_family = state["env_args"]["family"]
+    if saved_family != family:
+        raise CheckpointError(
+            f"checkpoint {path} was trained on task family {saved_family!r}, but the config builds {family!r}; "
+            f"pass env={saved_family} or use a {family} checkpoint"
+        )
+    if saved != spec:
+        diffs = [
+            f"{k}: checkpoint {getattr(saved, k)} vs config {getattr(spec, k)}"
+            for k in spec.to_dict()
+            if getattr(saved, k) != getattr(spec, k)
+        ]
+        raise CheckpointError(f"checkpoint {path} has another policy shape ({'; '.join(diffs)})")

@@ -1,0 +1,125 @@
+"""The inner loop: an importance-weighted policy-gradient step per task, with learned step sizes.
+
+Surrogate for one task's on-policy batch, collected with parameters theta_old:
+
+    J(theta) = mean_t[ exp(log pi_theta(a|s) - log pi_old(a|s)) * A ]
+
+At theta = theta_old its gradient is the REINFORCE gradient mean(grad log pi * A);
+at other theta it is the importance-corrected one, so one batch of rollouts
+serves many outer steps. We keep the ratio *in* the graph rather than
+detaching it as the reference code did: the first derivative is identical, and
+the second derivative (which the meta-gradient needs) then includes the term
+from the sampling distribution's dependence on theta (the DiCE / LVC Hessian),
+so the meta-gradient is the exact derivative of the meta-objective and can be
+checked against finite differences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vision_gmps.advantages import task_advantages
+from vision_gmps.policy import ConvGaussianPolicy, Params
+from vision_gmps.rollouts import RolloutBatch
+
+
+@dataclass
+class TaskBatch:
+    """One task's on-policy steps, flattened over episodes and time."""
+
+    images: Tensor  # [M, H, W, 3] uint8
+    proprio: Tensor  # [M, P]
+    actions: Tensor  # [M, A]
+    advantages: Tensor  # [M]
+    logp_old: Tensor  # [M], log-density under the parameters that collected the batch
+
+
+def split_by_task(
+    policy: ConvGaussianPolicy,
+    batch: RolloutBatch,
+    params_per_task: list[Params],
+    gamma: float,
+    baseline: str,
+) -> list[TaskBatch]:
+    """Advantages per task, and ``logp_old`` from the same code path the surrogate uses.
+
+    Computing ``logp_old`` with ``policy_log_prob`` (rather than keeping the sampler's
+    numbers) makes the importance weights exactly 1 on fresh data.
+    """
+    adv = task_advantages(batch.rewards, batch.proprio, batch.task_index, gamma, baseline)
+    dtype = policy.log_std.dtype
+    out = []
+    for i, params in enumerate(params_per_task):
+        rows = batch.episodes_of(i)
+        tb = TaskBatch(
+            images=torch.from_numpy(batch.images[rows].reshape(-1, *batch.images.shape[2:])),
+            proprio=torch.from_numpy(batch.proprio[rows].reshape(-1, batch.proprio.shape[-1])).to(dtype),
+            actions=torch.from_numpy(batch.actions[rows].reshape(-1, batch.actions.shape[-1])).to(dtype),
+            advantages=torch.from_numpy(adv[rows].reshape(-1)).to(dtype),
+            logp_old=torch.empty(0),
+        )
+        with torch.no_grad():
+            tb.logp_old = policy_log_prob(policy, params, tb)
+        out.append(tb)
+    return out
+
+
+def policy_log_prob(policy: ConvGaussianPolicy, params: Params, tb: TaskBatch, features: Tensor | None = None) -> Tensor:
+    if features is None:
+        features = policy.encode(tb.images, params)
+    mean = policy.head_mean(features, tb.proprio, params)
+    return policy.log_prob(mean, params["log_std"], tb.actions)
+
+
+def surrogate(policy: ConvGaussianPolicy, params: Params, tb: TaskBatch, features: Tensor | None = None) -> Tensor:
+    """J(params): importance-weighted advantage; maximise it."""
+    ratio = torch.exp(policy_log_prob(policy, params, tb, features) - tb.logp_old)
+    return (ratio * tb.advantages).mean()
+
+
+def importance_weights(policy: ConvGaussianPolicy, params: Params, tb: TaskBatch) -> Tensor:
+    return torch.exp(policy_log_prob(policy, params, tb) - tb.logp_old)
+
+
+def adapt(
+    policy: ConvGaussianPolicy,
+    params: Params,
+    step_sizes: Params,
+    tb: TaskBatch,
+    steps: int = 1,
+    create_graph: bool = True,
+    features: Tensor | None = None,
+) -> Params:
+    """``steps`` gradient-ascent steps on the surrogate: phi = theta + alpha * grad J.
+
+    ``create_graph=True`` keeps the graph for second-order meta-gradients; with
+    False the step is first-order (the gradient is treated as a constant) but
+    the outer loss still reaches theta and the step sizes. ``features`` may be
+    passed in when the encoder is not adapted, to reuse one conv pass.
+    """
+    names = policy.adapted_names
+    phi = dict(params)
+    for _ in range(steps):
+        feats = features if (features is not None and not policy.encoder_adapted) else None
+        objective = surrogate(policy, phi, tb, feats)
+        grads = torch.autograd.grad(objective, [phi[n] for n in names], create_graph=create_graph, retain_graph=True)
+        phi = {**phi, **{n: phi[n] + step_sizes[n] * g for n, g in zip(names, grads)}}
+    return phi
+
+
+def adapt_detached(
+    policy: ConvGaussianPolicy, params: Params, step_sizes: Params, tb: TaskBatch, steps: int = 1
+) -> Params:
+    """Adapt for acting only (meta-test, DAgger rollouts): no graph back to the meta-parameters."""
+    leaf = {k: v.detach().requires_grad_(k in policy.adapted_names) for k, v in params.items()}
+    alpha = {k: v.detach() for k, v in step_sizes.items()}
+    phi = adapt(policy, leaf, alpha, tb, steps, create_graph=False)
+    return {k: v.detach() for k, v in phi.items()}
+
+
+def task_arrays_to_tensor(x: np.ndarray, dtype: torch.dtype) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x)).to(dtype)

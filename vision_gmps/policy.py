@@ -1,0 +1,174 @@
+"""Convolutional Gaussian image policy, evaluable with an explicit parameter dict.
+
+    image -> conv layers -> spatial softmax (2 coordinates per channel)
+          -> concat [keypoints, proprio, bias-transform] -> MLP -> action mean
+    log-std: a state-independent vector.
+
+Every forward takes ``params`` (a dict name -> tensor, as ``named_parameters``):
+the inner loop evaluates the same module at adapted parameters with
+``torch.func.functional_call`` instead of copying modules. The encoder is kept
+separate from the head so that, when only the head adapts (the default), the
+conv features of a batch are computed once and shared by every task's adapted
+parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+Params = dict[str, Tensor]
+
+
+@dataclass
+class PolicySpec:
+    """Everything that fixes the parameter shapes; stored in checkpoints and checked on load."""
+
+    image_shape: tuple[int, int, int]
+    proprio_dim: int
+    action_dim: int
+    conv_channels: tuple[int, ...] = (16, 16, 16)
+    conv_strides: tuple[int, ...] = (2, 1, 1)
+    kernel_size: int = 3
+    hidden_sizes: tuple[int, ...] = (100, 100)
+    bias_transform_dim: int = 4
+    init_log_std: float = -0.5
+    adapt: tuple[str, ...] = field(default=("head", "bias_transform"))
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "PolicySpec":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+
+
+class SpatialSoftmax(nn.Module):
+    """Expected (x, y) image position of each channel's softmax: 2C keypoints (Levine et al. 2016)."""
+
+    def __init__(self, height: int, width: int) -> None:
+        super().__init__()
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+        self.register_buffer("pos_x", xs.reshape(-1), persistent=False)
+        self.register_buffer("pos_y", ys.reshape(-1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        attention = torch.softmax(x.reshape(b, c, h * w), dim=-1)
+        pos_x = attention @ self.pos_x.to(x.dtype)
+        pos_y = attention @ self.pos_y.to(x.dtype)
+        return torch.cat([pos_x, pos_y], dim=-1)
+
+
+class ConvGaussianPolicy(nn.Module):
+    def __init__(self, spec: PolicySpec) -> None:
+        super().__init__()
+        if len(spec.conv_strides) != len(spec.conv_channels):
+            raise ValueError(
+                f"policy.conv_strides has {len(spec.conv_strides)} entries but conv_channels has "
+                f"{len(spec.conv_channels)}; give one stride per conv layer"
+            )
+        self.spec = spec
+        height, width, channels = spec.image_shape
+        layers: list[nn.Module] = []
+        for out, stride in zip(spec.conv_channels, spec.conv_strides):
+            layers += [nn.Conv2d(channels, out, spec.kernel_size, stride, padding=spec.kernel_size // 2), nn.ReLU()]
+            channels = out
+        self.encoder = nn.Sequential(*layers)
+        with torch.no_grad():
+            _, _, fh, fw = self.encoder(torch.zeros(1, spec.image_shape[2], height, width)).shape
+        self.keypoints = SpatialSoftmax(fh, fw)
+        # Bias transformation (Finn et al. 2017): a learned input vector that lets a
+        # gradient step on the head shift its output independently of the features.
+        self.bias_transform = nn.Parameter(torch.zeros(spec.bias_transform_dim))
+        sizes = [2 * channels + spec.proprio_dim + spec.bias_transform_dim, *spec.hidden_sizes]
+        head: list[nn.Module] = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            head += [nn.Linear(a, b), nn.ReLU()]
+        head.append(nn.Linear(sizes[-1], spec.action_dim))
+        self.head = nn.Sequential(*head)
+        with torch.no_grad():  # small initial actions: start near "stand still"
+            self.head[-1].weight.mul_(0.1)
+            self.head[-1].bias.zero_()
+        self.log_std = nn.Parameter(torch.full((spec.action_dim,), float(spec.init_log_std)))
+        self.adapted_names = self._select(spec.adapt)
+
+    def _select(self, prefixes: Sequence[str]) -> list[str]:
+        names = [n for n, _ in self.named_parameters()]
+        unknown = [p for p in prefixes if not any(n == p or n.startswith(p + ".") for n in names)]
+        if unknown:
+            tops = sorted({n.split(".")[0] for n in names})
+            raise ValueError(f"policy.adapt names {unknown} match no parameter; choose prefixes among {tops}")
+        return [n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)]
+
+    @property
+    def encoder_adapted(self) -> bool:
+        return any(n.startswith("encoder.") for n in self.adapted_names)
+
+    def params(self) -> Params:
+        return dict(self.named_parameters())
+
+    def encode(self, image: Tensor, params: Params) -> Tensor:
+        """uint8 [B,H,W,3] images -> [B, 2C] keypoints."""
+        x = image.permute(0, 3, 1, 2).to(self.log_std.dtype) / 255.0 - 0.5
+        encoder_params = {k[len("encoder.") :]: v for k, v in params.items() if k.startswith("encoder.")}
+        return self.keypoints(functional_call(self.encoder, encoder_params, (x,)))
+
+    def head_mean(self, features: Tensor, proprio: Tensor, params: Params) -> Tensor:
+        bias = params["bias_transform"].expand(features.shape[0], -1)
+        x = torch.cat([features, proprio.to(features.dtype), bias], dim=-1)
+        head_params = {k[len("head.") :]: v for k, v in params.items() if k.startswith("head.")}
+        return functional_call(self.head, head_params, (x,))
+
+    def mean(self, image: Tensor, proprio: Tensor, params: Params | None = None) -> Tensor:
+        params = self.params() if params is None else params
+        return self.head_mean(self.encode(image, params), proprio, params)
+
+    def forward(self, image: Tensor, proprio: Tensor) -> Tensor:
+        return self.mean(image, proprio)
+
+    @staticmethod
+    def log_prob(mean: Tensor, log_std: Tensor, actions: Tensor) -> Tensor:
+        """Diagonal Gaussian log-density, summed over action dimensions."""
+        z = (actions - mean) * torch.exp(-log_std)
+        return (-0.5 * z.pow(2) - log_std - 0.5 * torch.log(torch.tensor(2 * torch.pi, dtype=mean.dtype))).sum(-1)
+
+
+class StepSizes(nn.Module):
+    """One learned step-size tensor per adapted parameter, the same shape as it (Meta-SGD style)."""
+
+    def __init__(self, policy: ConvGaussianPolicy, init: float, learnable: bool = True) -> None:
+        super().__init__()
+        named = dict(policy.named_parameters())
+        self.names = list(policy.adapted_names)
+        self.values = nn.ParameterList(
+            [nn.Parameter(torch.full_like(named[n], float(init)), requires_grad=learnable) for n in self.names]
+        )
+
+    def as_dict(self) -> Params:
+        return dict(zip(self.names, self.values))
+
+    def fixed(self, value: float) -> Params:
+        """Constant step sizes (the "fixed" ablation at test time, or a baseline with no learned rates)."""
+        return {n: torch.full_like(v, float(value)) for n, v in zip(self.names, self.values)}
+
+
+def build_policy(image_shape: Sequence[int], proprio_dim: int, action_dim: int, cfg) -> ConvGaussianPolicy:
+    """Build from a hydra ``policy`` config node (or any mapping with the same keys)."""
+    spec = PolicySpec(
+        image_shape=tuple(int(x) for x in image_shape),
+        proprio_dim=int(proprio_dim),
+        action_dim=int(action_dim),
+        conv_channels=tuple(cfg["conv_channels"]),
+        conv_strides=tuple(cfg["conv_strides"]),
+        kernel_size=int(cfg["kernel_size"]),
+        hidden_sizes=tuple(cfg["hidden_sizes"]),
+        bias_transform_dim=int(cfg["bias_transform_dim"]),
+        init_log_std=float(cfg["init_log_std"]),
+        adapt=tuple(cfg["adapt"]),
+    )
+    return ConvGaussianPolicy(spec)

@@ -1,0 +1,218 @@
+"""Collect fixed-length episodes for many (task, parameters) pairs at once.
+
+Envs run in a gymnasium vector env (in-process or subprocess workers); each
+wave of ``num_envs`` episodes is stepped in lockstep so the policy forward is
+one batched call per control step. Episodes are ordered task-major
+(all episodes of task 0, then task 1, ...) and each gets its own seed derived
+from ``(seed, episode index)``, so results do not depend on ``num_envs``'s
+wave boundaries for the envs, and are reproducible for the same seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from robot_envs import Task, TaskFamily
+from robot_envs.vector import make_vector_env
+from vision_gmps.policy import ConvGaussianPolicy, Params
+
+# act(obs, states, groups) -> actions [n, A]; groups[i] is the task index of env i.
+ActFn = Callable[[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray], np.ndarray]
+
+
+@dataclass
+class RolloutBatch:
+    """Episodes of equal length ``T``; arrays are [N, T, ...] with N = tasks x episodes per task."""
+
+    tasks: list[Task]
+    task_index: np.ndarray  # [N] int: position in ``tasks``
+    images: np.ndarray  # [N, T, H, W, 3] uint8
+    proprio: np.ndarray  # [N, T, P] float32
+    actions: np.ndarray  # [N, T, A] float32, as sampled (before the env clips them)
+    rewards: np.ndarray  # [N, T] float32
+    success: np.ndarray  # [N, T] bool, success after each step
+    states: dict[str, np.ndarray] = field(default_factory=dict)  # privileged state before each action
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # per-step info scalars, e.g. distance
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.task_index)
+
+    @property
+    def episode_success(self) -> np.ndarray:
+        """An episode succeeds if it ends in success."""
+        return self.success[:, -1]
+
+    def episodes_of(self, task: int) -> np.ndarray:
+        return np.flatnonzero(self.task_index == task)
+
+    def per_task(self, values: np.ndarray) -> np.ndarray:
+        """Average a per-episode quantity within each task: [num_tasks]."""
+        return np.array([values[self.episodes_of(i)].mean() for i in range(len(self.tasks))])
+
+    def summary(self) -> dict[str, float]:
+        out = {
+            "success": float(self.episode_success.mean()),
+            "return": float(self.rewards.sum(1).mean()),
+        }
+        for key, values in self.extras.items():
+            out[f"final_{key}"] = float(values[:, -1].mean())
+        return out
+
+
+def episode_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+class Sampler:
+    """Owns a vector env for one family; collects batches of episodes with any acting function."""
+
+    EXTRA_KEYS = ("distance", "angle_error")
+
+    def __init__(self, family: TaskFamily, num_envs: int = 8, backend: str = "sync") -> None:
+        self.family = family
+        self.num_envs = num_envs
+        self.vec = make_vector_env(family, num_envs, backend)
+        self.horizon = family.horizon
+
+    def close(self) -> None:
+        self.vec.close()
+
+    def collect(
+        self,
+        tasks: list[Task],
+        episodes_per_task: int,
+        act: ActFn,
+        seed: int,
+        progress: str | None = None,
+    ) -> RolloutBatch:
+        jobs = [(i, task) for i, task in enumerate(tasks) for _ in range(episodes_per_task)]
+        if not jobs:
+            raise ValueError("nothing to collect: no tasks or zero episodes per task")
+        waves = [jobs[k : k + self.num_envs] for k in range(0, len(jobs), self.num_envs)]
+        parts: list[dict] = []
+        bar = tqdm(total=len(jobs), desc=progress, unit="ep", leave=False, disable=progress is None)
+        for w, wave in enumerate(waves):
+            # Pad the last wave by repeating its first job; the padding is stepped and dropped.
+            padded = wave + [wave[0]] * (self.num_envs - len(wave))
+            first = w * self.num_envs
+            parts.append(self._run_wave(padded, [episode_seed(seed, first + k) for k in range(self.num_envs)], act))
+            for key in parts[-1]:
+                if isinstance(parts[-1][key], dict):
+                    parts[-1][key] = {k: v[: len(wave)] for k, v in parts[-1][key].items()}
+                else:
+                    parts[-1][key] = parts[-1][key][: len(wave)]
+            bar.update(len(wave))
+        bar.close()
+
+        def cat(key: str):
+            if isinstance(parts[0][key], dict):
+                return {k: np.concatenate([p[key][k] for p in parts]) for k in parts[0][key]}
+            return np.concatenate([p[key] for p in parts])
+
+        return RolloutBatch(
+            tasks=list(tasks),
+            task_index=np.array([i for i, _ in jobs]),
+            images=cat("images"),
+            proprio=cat("proprio"),
+            actions=cat("actions"),
+            rewards=cat("rewards"),
+            success=cat("success"),
+            states=cat("states"),
+            extras=cat("extras"),
+        )
+
+    def _run_wave(self, jobs: list[tuple[int, Task]], seeds: list[int], act: ActFn) -> dict:
+        groups = np.array([i for i, _ in jobs])
+        self.vec.set_attr("task", [task for _, task in jobs])
+        obs, info = self.vec.reset(seed=seeds)
+        images, proprio, actions, rewards, success = [], [], [], [], []
+        states: dict[str, list[np.ndarray]] = {k: [] for k in info["state"]}
+        extras: dict[str, list[np.ndarray]] = {k: [] for k in self.EXTRA_KEYS if k in info}
+        for _ in range(self.horizon):
+            _check_finite(obs["proprio"], "proprio observation")
+            images.append(obs["image"])
+            proprio.append(obs["proprio"].astype(np.float32))
+            for k in states:
+                states[k].append(np.asarray(info["state"][k]))
+            action = np.asarray(act(obs, info["state"], groups), dtype=np.float32)
+            _check_finite(action, "action")
+            obs, reward, _, _, info = self.vec.step(np.clip(action, -1.0, 1.0))
+            actions.append(action)
+            rewards.append(reward.astype(np.float32))
+            success.append(np.asarray(info["success"], dtype=bool))
+            for k in extras:
+                extras[k].append(np.asarray(info[k], dtype=np.float32))
+        stack = lambda xs: np.stack(xs, axis=1)  # noqa: E731  [n, T, ...]
+        return {
+            "images": stack(images),
+            "proprio": stack(proprio),
+            "actions": stack(actions),
+            "rewards": stack(rewards),
+            "success": stack(success),
+            "states": {k: stack(v) for k, v in states.items()},
+            "extras": {k: stack(v) for k, v in extras.items()},
+        }
+
+
+def _check_finite(values: np.ndarray, what: str) -> None:
+    if not np.all(np.isfinite(values)):
+        raise FloatingPointError(
+            f"{what} contains NaN or inf; the env or the policy diverged "
+            "(for a diverged policy, lower algo.outer_lr or algo.inner_lr)"
+        )
+
+
+class PolicyActor:
+    """Acts with one parameter dict per task group; samples from the Gaussian unless deterministic."""
+
+    def __init__(
+        self,
+        policy: ConvGaussianPolicy,
+        params_per_group: list[Params],
+        deterministic: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.policy = policy
+        self.params_per_group = [{k: v.detach() for k, v in p.items()} for p in params_per_group]
+        self.deterministic = deterministic
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def __call__(self, obs: dict[str, np.ndarray], states: dict[str, np.ndarray], groups: np.ndarray) -> np.ndarray:
+        dtype = self.policy.log_std.dtype
+        image = torch.from_numpy(np.ascontiguousarray(obs["image"]))
+        proprio = torch.from_numpy(np.asarray(obs["proprio"])).to(dtype)
+        mean = torch.empty(len(groups), self.policy.spec.action_dim, dtype=dtype)
+        shared = None if self.policy.encoder_adapted else self.policy.encode(image, self.params_per_group[0])
+        log_std = torch.empty_like(mean)
+        for g in np.unique(groups):
+            rows = torch.from_numpy(np.flatnonzero(groups == g))
+            params = self.params_per_group[g]
+            features = shared[rows] if shared is not None else self.policy.encode(image[rows], params)
+            mean[rows] = self.policy.head_mean(features, proprio[rows], params)
+            log_std[rows] = params["log_std"]
+        if self.deterministic:
+            return mean.numpy()
+        noise = torch.randn(mean.shape, generator=self.generator, dtype=dtype)
+        return (mean + noise * log_std.exp()).numpy()
+
+
+class ExpertActor:
+    """Scripted expert on privileged state, with optional Gaussian action noise for state diversity."""
+
+    def __init__(self, expert, noise: float = 0.0, seed: int = 0) -> None:
+        self.expert = expert
+        self.noise = noise
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, obs: dict[str, np.ndarray], states: dict[str, np.ndarray], groups: np.ndarray) -> np.ndarray:
+        actions = self.expert.act_batch(states)
+        if self.noise > 0:
+            actions = actions + self.noise * self.rng.standard_normal(actions.shape)
+        return actions

@@ -1,0 +1,296 @@
+"""Meta-training loop for GMPS, MAML and multi-task BC on any task family.
+
+One meta-iteration:
+  1. collect ``rollouts_per_task`` episodes per training task with the current
+     meta-parameters (GMPS, MAML);
+  2. GMPS: optionally roll out each task's adapted policy and label its visited
+     states with the scripted expert (DAgger), adding them to that task's data;
+     MAML: roll out each adapted policy for the outer policy gradient;
+  3. take ``outer_steps`` Adam steps on the meta-objective.
+
+Every random draw of iteration i is seeded from ``(seed, i)``, so a run
+resumed from a checkpoint repeats exactly what an uninterrupted run does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from robot_envs import Task, make_family
+from vision_gmps.adaptation import run_adaptation
+from vision_gmps.checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
+from vision_gmps.expert_data import ExpertBuffer
+from vision_gmps.inner import split_by_task
+from vision_gmps.meta import adapt_all, bc_loss, gmps_loss, maml_loss
+from vision_gmps.policy import ConvGaussianPolicy, StepSizes, build_policy
+from vision_gmps.rollouts import ExpertActor, PolicyActor, RolloutBatch, Sampler
+from vision_gmps.run_logging import RunLogger
+
+log = logging.getLogger("vision_gmps")
+ALGOS = ("gmps", "maml", "bc")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name} but no CUDA device is available; use device=cpu")
+    return torch.device(name)
+
+
+def iteration_seed(seed: int, iteration: int, phase: int) -> int:
+    return int(np.random.SeedSequence([seed, iteration, phase]).generate_state(1)[0] % (2**31))
+
+
+class MetaTrainer:
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        if cfg.algo.name not in ALGOS:
+            raise ValueError(f"unknown algo {cfg.algo.name!r}; use one of {ALGOS}")
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.family = make_family(cfg.env.family, **cfg.env.kwargs)
+        self.train_tasks = self.family.sample("train", cfg.env.tasks.train, cfg.env.tasks.seed)
+        self.eval_tasks = self.family.sample("test", cfg.train.eval_tasks, cfg.env.tasks.seed)
+        self.sampler = Sampler(self.family, cfg.sampler.num_envs, cfg.sampler.backend)
+        space = self.sampler.vec.single_observation_space
+        self.policy: ConvGaussianPolicy = build_policy(
+            space["image"].shape, space["proprio"].shape[0], self.sampler.vec.single_action_space.shape[0], cfg.policy
+        ).to(self.device)
+        self.step_sizes = StepSizes(self.policy, cfg.algo.inner_lr, learnable=cfg.algo.learn_step_sizes).to(self.device)
+        meta_params = list(self.policy.parameters())
+        if cfg.algo.learn_step_sizes:
+            meta_params += list(self.step_sizes.parameters())
+        self.optimizer = torch.optim.Adam(meta_params, lr=cfg.algo.outer_lr)
+        self.iteration = 0
+        self.env_episodes = 0
+        self.buffer: ExpertBuffer | None = None
+        self.expert = None
+        if cfg.algo.name in ("gmps", "bc"):
+            from demos.scripted import EXPERTS, make_expert
+
+            if cfg.algo.expert.source == "scripted" or cfg.algo.dagger.enabled:
+                if cfg.env.family not in EXPERTS:
+                    raise ValueError(
+                        f"algo.expert.source=scripted / algo.dagger.enabled need a scripted expert, and family "
+                        f"{cfg.env.family!r} has none; use algo.expert.source=demos with algo.dagger.enabled=false"
+                    )
+                self.expert = make_expert(cfg.env.family, **_expert_kwargs(cfg))
+
+    # ---------------------------------------------------------------- expert data
+    def init_expert_data(self) -> None:
+        cfg = self.cfg.algo
+        self.buffer = ExpertBuffer(len(self.train_tasks), cfg.buffer_max_per_task)
+        if cfg.expert.source == "scripted":
+            batch = self.sampler.collect(
+                self.train_tasks,
+                cfg.expert.episodes_per_task,
+                ExpertActor(self.expert, cfg.expert.noise, seed=self.cfg.seed),
+                seed=iteration_seed(self.cfg.seed, 0, 6),
+                progress="expert demos",
+            )
+            self.env_episodes += batch.num_episodes
+            self.buffer.add_relabelled(batch, self._label(batch), pin=True)
+        elif cfg.expert.source == "demos":
+            from vision_gmps.demo_data import load_demos_into_buffer
+
+            load_demos_into_buffer(self.buffer, list(cfg.expert.demo_files), self.family, self.train_tasks)
+        else:
+            raise ValueError(f"unknown algo.expert.source {cfg.expert.source!r}; use scripted or demos")
+
+    def _label(self, batch: RolloutBatch) -> np.ndarray:
+        flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.states.items()}
+        labels = self.expert.act_batch(flat)
+        return labels.reshape(batch.num_episodes, -1, labels.shape[-1])
+
+    # ---------------------------------------------------------------- one iteration
+    def _iteration_tasks(self) -> list[int]:
+        n = self.cfg.algo.meta_batch_size or len(self.train_tasks)
+        if n >= len(self.train_tasks):
+            return list(range(len(self.train_tasks)))
+        rng = np.random.default_rng(iteration_seed(self.cfg.seed, self.iteration, 1))
+        return sorted(rng.choice(len(self.train_tasks), size=n, replace=False).tolist())
+
+    def _collect(self, tasks: list[Task], params: list, episodes: int, phase: int, label: str) -> RolloutBatch:
+        seed = iteration_seed(self.cfg.seed, self.iteration, phase)
+        batch = self.sampler.collect(tasks, episodes, PolicyActor(self.policy, params, seed=seed), seed=seed, progress=label)
+        self.env_episodes += batch.num_episodes
+        return batch
+
+    def _outer_step(self, loss_fn) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"meta-loss became {loss.item()} at iteration {self.iteration}; lower algo.outer_lr or algo.inner_lr"
+            )
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(
+            [p for g in self.optimizer.param_groups for p in g["params"]], self.cfg.algo.grad_clip
+        )
+        self.optimizer.step()
+        return loss.item()
+
+    def train_iteration(self) -> dict[str, float]:
+        cfg = self.cfg.algo
+        idx = self._iteration_tasks()
+        tasks = [self.train_tasks[i] for i in idx]
+        theta = self.policy.params()
+        alpha = self.step_sizes.as_dict()
+        metrics: dict[str, float] = {}
+        second_order = not cfg.first_order
+        rng = np.random.default_rng(iteration_seed(self.cfg.seed, self.iteration, 2))
+        expert_batch = lambda: [  # noqa: E731
+            tuple(x.to(self.device) for x in self.buffer.sample(i, cfg.expert_batch_size, rng, self.policy.log_std.dtype))
+            for i in idx
+        ]
+
+        if cfg.name == "bc":
+            losses = [self._outer_step(lambda: bc_loss(self.policy, theta, expert_batch(), cfg.imitation_loss))
+                      for _ in range(cfg.outer_steps)]
+            return {"loss": float(np.mean(losses))}
+
+        pre = self._collect(tasks, [theta] * len(tasks), cfg.rollouts_per_task, 3, "pre-update rollouts")
+        metrics.update({f"pre/{k}": v for k, v in pre.summary().items()})
+        pre_batches = [self._to_device(tb) for tb in split_by_task(self.policy, pre, [theta] * len(tasks), cfg.gamma, cfg.baseline)]
+
+        post_batches = None
+        need_post = cfg.name == "maml" or (cfg.dagger.enabled and self.iteration % cfg.dagger.every == 0)
+        if need_post:
+            phis = [{k: v.detach() for k, v in p.items()}
+                    for p in adapt_all(self.policy, theta, alpha, pre_batches, cfg.inner_steps, create_graph=False)]
+            episodes = cfg.rollouts_per_task if cfg.name == "maml" else cfg.dagger.rollouts_per_task
+            post = self._collect(tasks, phis, episodes, 4, "post-update rollouts")
+            metrics.update({f"post/{k}": v for k, v in post.summary().items()})
+            if cfg.name == "maml":
+                post_batches = [self._to_device(tb) for tb in split_by_task(self.policy, post, phis, cfg.gamma, cfg.baseline)]
+            else:
+                labels = self._label(post)
+                for j, i in enumerate(idx):  # aggregate into each *training task's* buffer slot
+                    rows = post.episodes_of(j)
+                    self.buffer.add(
+                        i,
+                        post.images[rows].reshape(-1, *post.images.shape[2:]),
+                        post.proprio[rows].reshape(-1, post.proprio.shape[-1]),
+                        labels[rows].reshape(-1, labels.shape[-1]).astype(np.float32),
+                    )
+                metrics["dagger/buffer_mean"] = float(np.mean([self.buffer.size(i) for i in idx]))
+
+        if cfg.name == "gmps":
+            fn = lambda: gmps_loss(  # noqa: E731
+                self.policy, theta, alpha, pre_batches, expert_batch(), cfg.inner_steps, second_order, cfg.imitation_loss
+            )
+        else:
+            fn = lambda: maml_loss(  # noqa: E731
+                self.policy, theta, alpha, pre_batches, post_batches, cfg.inner_steps, second_order, cfg.clip
+            )
+        losses = [self._outer_step(fn) for _ in range(cfg.outer_steps)]
+        metrics["loss"] = float(np.mean(losses))
+        metrics["loss_last"] = losses[-1]
+        metrics["step_size_mean"] = float(torch.cat([a.detach().flatten() for a in alpha.values()]).mean())
+        metrics["log_std_mean"] = float(self.policy.log_std.detach().mean())
+        return metrics
+
+    def _to_device(self, tb):
+        if self.device.type == "cpu":
+            return tb
+        for name in ("images", "proprio", "actions", "advantages", "logp_old"):
+            setattr(tb, name, getattr(tb, name).to(self.device))
+        return tb
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate(self, steps: int = 1) -> dict[str, float]:
+        """Held-out adaptation check: success before and after ``steps`` PG steps (not counted as training)."""
+        result = run_adaptation(
+            self.policy,
+            {k: v.detach() for k, v in self.step_sizes.as_dict().items()},
+            self.sampler,
+            self.eval_tasks,
+            steps,
+            self.cfg.algo.rollouts_per_task,
+            self.cfg.algo.gamma,
+            self.cfg.algo.baseline,
+            eval_episodes=1,
+            seed=iteration_seed(self.cfg.seed, self.iteration, 5),
+        )
+        return {"eval/success_pre": result.rows[0]["success"], "eval/success_post": result.rows[-1]["success"],
+                "eval/return_post": result.rows[-1]["return"]}
+
+    # ---------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy.state_dict(),
+            "policy_spec": self.policy.spec.to_dict(),
+            "step_sizes": self.step_sizes.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "iteration": self.iteration,
+            "env_episodes": self.env_episodes,
+            "algo": self.cfg.algo.name,
+            "env_args": self.family.env_args(),
+            "config_yaml": OmegaConf.to_yaml(self.cfg, resolve=True),
+            "buffer": self.buffer.state_dict() if self.buffer is not None else {},
+        }
+
+    def save(self) -> Path:
+        path = save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self.state_dict())
+        save_checkpoint(self.run_dir / "checkpoints" / f"iter_{self.iteration:05d}.pt",
+                        {**self.state_dict(), "buffer": {}})
+        return path
+
+    def load(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        check_compatible(state, self.policy.spec, self.family.name, path)
+        if state["algo"] != self.cfg.algo.name:
+            raise CheckpointError(f"checkpoint {path} was trained with algo={state['algo']}, the config says {self.cfg.algo.name}")
+        self.policy.load_state_dict(state["policy"])
+        self.step_sizes.load_state_dict(state["step_sizes"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration = int(state["iteration"])
+        self.env_episodes = int(state["env_episodes"])
+        if state["buffer"]:
+            self.buffer = ExpertBuffer.from_state_dict(state["buffer"])
+
+    # ---------------------------------------------------------------- main loop
+    def run(self, logger: RunLogger, resume: bool = False) -> dict[str, float]:
+        tcfg = self.cfg.train
+        last = self.run_dir / "checkpoints" / "last.pt"
+        if resume:
+            if not last.is_file():
+                raise CheckpointError(f"resume=true but {last} does not exist; pass the run_dir of an earlier run")
+            self.load(last)
+            log.info("resumed from %s at iteration %d", last, self.iteration)
+        if self.cfg.algo.name in ("gmps", "bc") and self.buffer is None:
+            self.init_expert_data()
+        metrics: dict[str, float] = {}
+        bar = tqdm(total=tcfg.iterations, initial=self.iteration, desc=f"{self.cfg.algo.name} meta-training", unit="it")
+        while self.iteration < tcfg.iterations:
+            start = time.perf_counter()
+            metrics = self.train_iteration()
+            self.iteration += 1
+            metrics["env_episodes"] = self.env_episodes
+            metrics["time/iteration_s"] = time.perf_counter() - start
+            if tcfg.eval_every and (self.iteration % tcfg.eval_every == 0 or self.iteration == tcfg.iterations):
+                metrics.update(self.evaluate())
+            logger.log(metrics, step=self.iteration)
+            if self.iteration % tcfg.checkpoint_every == 0 or self.iteration == tcfg.iterations:
+                self.save()
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in ("loss", "pre/success", "post/success", "eval/success_post")})
+        bar.close()
+        return metrics
+
+
+def _expert_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """Scripted experts that need env settings (the point expert's step size) get them from the env config."""
+    if cfg.env.family == "point":
+        return {"max_step": cfg.env.kwargs.max_step}
+    return {}

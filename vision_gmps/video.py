@@ -1,0 +1,28 @@
+"""Episode frames to MP4: small policy images are upscaled so a person can see them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+
+
+def upscale(frames: np.ndarray, min_height: int = 192) -> np.ndarray:
+    """Nearest-neighbour upscale of [T, H, W, 3] frames to at least ``min_height`` pixels high."""
+    factor = max(1, int(np.ceil(min_height / frames.shape[1])))
+    frames = frames.repeat(factor, axis=1).repeat(factor, axis=2)
+    # H.264 wants even sizes.
+    return frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]
+
+
+def write_mp4(path: Path, frames: np.ndarray, fps: int = 10) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimwrite(path, upscale(frames), fps=fps, macro_block_size=1)
+    return path
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 2) -> np.ndarray:
+    """Two [T, H, W, 3] clips of equal length next to each other, with a dark gap."""
+    pad = np.zeros((left.shape[0], left.shape[1], gap, 3), dtype=np.uint8)
+    return np.concatenate([left, pad, right], axis=2)
