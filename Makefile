@@ -28,6 +28,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"
+	# robomimic (tests load our demo files with its dataset class) without its egl_probe/tensorboard
+	# requirements: SequenceDataset needs only packages we already install.
+	$(PY) -m pip install -q --no-deps robomimic==0.3.0
 	touch $(STAMP)
 
 clean:

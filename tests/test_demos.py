@@ -273,6 +273,11 @@ def test_dataset_in_memory_and_streaming_agree(demo_file):
     with pytest.raises(KeyError, match="no demos for task"):
         ram.sample("point/test/0", 2, np.random.default_rng(0))
     assert DemoDataset(demo_file, filter_key="valid").num_samples("point/train/2") == 20
+    family = make_family("point")
+    assert ram.find(family.sample("train", 3, seed=0)[1]) == "point/train/1"
+    assert ram.find(family.sample("test", 1, seed=0)[0]) is None
+    with pytest.raises(DemoFileError, match=r"point/train/1 with .* another task seed"):
+        ram.find(family.sample("train", 3, seed=5)[1])
 
 
 # ----------------------------------------------------------------------------- teleop
@@ -342,3 +347,10 @@ def test_cli_collect_info_validate_replay(tmp_path, capsys):
     assert collect_main(["no_such_key=1"]) == 2
     assert demos_main(["info", str(tmp_path / "missing.hdf5")]) == 1
     assert "missing.hdf5: no such file" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(has_display(), reason="checks the headless error path")
+def test_cli_keyboard_teleop_without_display_fails_clearly(tmp_path, capsys):
+    assert collect_main(["source=keyboard", f"output={tmp_path / 't.hdf5'}"]) == 1
+    assert "keyboard device" in capsys.readouterr().err
+    assert not (tmp_path / "t.hdf5").exists()

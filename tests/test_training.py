@@ -131,3 +131,39 @@ def test_nan_observations_and_actions_are_reported(tmp_path):
         sampler.collect(family.sample("train", 1), 1, PolicyActor(trainer.policy, params), seed=0)
     with pytest.raises(FloatingPointError, match="action contains NaN"):
         trainer.sampler.collect(trainer.train_tasks[:1], 1, lambda obs, s, g: np.full((len(g), 2), np.nan), seed=0)
+
+
+def test_wandb_offline_needs_no_login(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    train(_cfg(tmp_path, "train.iterations=1", "wandb.mode=offline"))
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+
+
+def _point_demos(path, n_tasks: int, image_size=(16, 16)):
+    from demos.collect import collect_scripted
+
+    family = PointFamily(image_size=image_size, horizon=8)
+    collect_scripted(family, family.sample("train", n_tasks), 2, path, noise=0.2, seed=0, progress=False)
+    return path
+
+
+def test_gmps_trains_from_a_demo_file(tmp_path):
+    demo_file = _point_demos(tmp_path / "demos.hdf5", 3)
+    trainer = train(_cfg(tmp_path / "run", "train.iterations=1", "algo.expert.source=demos",
+                         f"algo.expert.demo_files=[{demo_file}]", "algo.dagger.enabled=false"))
+    # 3 tasks x 2 demos x 8 steps, read from the file; nothing was collected by a scripted expert.
+    assert [trainer.buffer.demo_size(i) for i in range(3)] == [16, 16, 16]
+    assert trainer.buffer.memory_size(0) == 0
+
+
+def test_mismatched_demo_files_fail_before_training(tmp_path):
+    wrong_size = _point_demos(tmp_path / "wrong_size.hdf5", 3, image_size=(20, 20))
+    too_few = _point_demos(tmp_path / "too_few.hdf5", 2)
+    base = ["train.iterations=1", "algo.expert.source=demos", "algo.dagger.enabled=false"]
+    with pytest.raises(Exception, match="image size 20x20, config says 16x16"):
+        train(_cfg(tmp_path / "a", *base, f"algo.expert.demo_files=[{wrong_size}]"))
+    with pytest.raises(ValueError, match=r"no demos for training tasks \['point/train/2'\]"):
+        train(_cfg(tmp_path / "b", *base, f"algo.expert.demo_files=[{too_few}]"))
+    assert not (tmp_path / "a" / "checkpoints").exists() and not (tmp_path / "b" / "checkpoints").exists()

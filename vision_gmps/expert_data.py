@@ -1,12 +1,16 @@
-"""Per-task expert data for the outer (imitation) loss: seeded from demos or a scripted
+"""Per-task expert data for the outer (imitation) loss: seeded from demo files or a scripted
 expert, grown by DAgger relabels of the adapted policy's own visits."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from demos.dataset import DemoDataset
+from robot_envs import Task
 from vision_gmps.rollouts import RolloutBatch
 
 
@@ -23,13 +27,23 @@ class ExpertBuffer:
         self.proprio: list[np.ndarray | None] = [None] * num_tasks
         self.actions: list[np.ndarray | None] = [None] * num_tasks
         self.pinned = np.zeros(num_tasks, dtype=np.int64)
+        self.demo_sources: list[list[tuple[DemoDataset, str]]] = [[] for _ in range(num_tasks)]
 
     @property
     def num_tasks(self) -> int:
         return len(self.images)
 
-    def size(self, task: int) -> int:
+    def memory_size(self, task: int) -> int:
         return 0 if self.actions[task] is None else len(self.actions[task])
+
+    def demo_size(self, task: int) -> int:
+        return sum(dataset.num_samples(task_id) for dataset, task_id in self.demo_sources[task])
+
+    def size(self, task: int) -> int:
+        return self.memory_size(task) + self.demo_size(task)
+
+    def attach_demos(self, task: int, dataset: DemoDataset, task_id: str) -> None:
+        self.demo_sources[task].append((dataset, task_id))
 
     def add(self, task: int, images: np.ndarray, proprio: np.ndarray, actions: np.ndarray, pin: bool = False) -> None:
         if not np.all(np.isfinite(actions)):
@@ -42,9 +56,9 @@ class ExpertBuffer:
             self.actions[task] = np.concatenate([self.actions[task], actions])
         if pin:
             self.pinned[task] += len(actions)
-        excess = self.size(task) - self.max_per_task
+        excess = self.memory_size(task) - self.max_per_task
         if excess > 0:
-            keep = np.r_[0 : self.pinned[task], self.pinned[task] + excess : self.size(task)]
+            keep = np.r_[0 : self.pinned[task], self.pinned[task] + excess : self.memory_size(task)]
             self.images[task] = self.images[task][keep]
             self.proprio[task] = self.proprio[task][keep]
             self.actions[task] = self.actions[task][keep]
@@ -64,12 +78,19 @@ class ExpertBuffer:
     def sample(self, task: int, batch_size: int, rng: np.random.Generator, dtype: torch.dtype) -> tuple[Tensor, ...]:
         if self.size(task) == 0:
             raise ValueError(f"no expert data for training task {task}; collect demos for every training task")
-        idx = rng.integers(0, self.size(task), size=batch_size)
+        sources = [(d.num_samples(t), lambda k, d=d, t=t: d.sample(t, k, rng)) for d, t in self.demo_sources[task]]
+        sources.append((self.memory_size(task), lambda k: self._sample_memory(task, k, rng)))
+        counts = rng.multinomial(batch_size, np.array([n for n, _ in sources]) / self.size(task))
+        parts = [draw(k) for (_, draw), k in zip(sources, counts) if k > 0]
         return (
-            torch.from_numpy(self.images[task][idx]),
-            torch.from_numpy(self.proprio[task][idx]).to(dtype),
-            torch.from_numpy(self.actions[task][idx]).to(dtype),
+            torch.from_numpy(np.concatenate([p["image"] for p in parts])),
+            torch.from_numpy(np.concatenate([p["proprio"] for p in parts])).to(dtype),
+            torch.from_numpy(np.concatenate([p["action"] for p in parts])).to(dtype),
         )
+
+    def _sample_memory(self, task: int, k: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        idx = rng.integers(0, self.memory_size(task), size=k)
+        return {"image": self.images[task][idx], "proprio": self.proprio[task][idx], "action": self.actions[task][idx]}
 
     def state_dict(self) -> dict:
         return {
@@ -97,3 +118,32 @@ class ExpertBuffer:
                 buf.proprio[i] = task["proprio"].numpy()
                 buf.actions[i] = task["actions"].numpy()
         return buf
+
+
+def attach_demo_files(
+    buffer: ExpertBuffer, paths: list[str], family: str, image_size: tuple[int, int], action_dim: int, tasks: list[Task]
+) -> list[DemoDataset]:
+    """Attach every training task's demos from ``paths``; fail before training on any mismatch."""
+    if not paths:
+        raise ValueError("algo.expert.source=demos needs algo.expert.demo_files=[path.hdf5, ...]")
+    datasets = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"demo file {path} does not exist (algo.expert.demo_files)")
+        dataset = DemoDataset(path)
+        dataset.check_compatible(family, image_size, action_dim)
+        datasets.append(dataset)
+    missing = []
+    for i, task in enumerate(tasks):
+        for dataset in datasets:
+            task_id = dataset.find(task)
+            if task_id is not None:
+                buffer.attach_demos(i, dataset, task_id)
+        if buffer.size(i) == 0:
+            missing.append(task.task_id)
+    if missing:
+        raise ValueError(
+            f"demo files {paths} have no demos for training tasks {missing}; collect them with "
+            f"`vgmps collect env={family} split=train` or lower env.tasks.train"
+        )
+    return datasets

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from robot_envs import Task, make_family
 from vision_gmps.adaptation import run_adaptation
 from vision_gmps.checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
-from vision_gmps.expert_data import ExpertBuffer
+from vision_gmps.expert_data import ExpertBuffer, attach_demo_files
 from vision_gmps.inner import split_by_task
 from vision_gmps.meta import adapt_all, bc_loss, gmps_loss, maml_loss
 from vision_gmps.policy import ConvGaussianPolicy, StepSizes, build_policy
@@ -76,6 +76,7 @@ class MetaTrainer:
         self.buffer: ExpertBuffer | None = None
         self.expert = None
         if cfg.algo.name in ("gmps", "bc"):
+            from demos.collect import expert_kwargs
             from demos.scripted import EXPERTS, make_expert
 
             if cfg.algo.expert.source == "scripted" or cfg.algo.dagger.enabled:
@@ -84,13 +85,21 @@ class MetaTrainer:
                         f"algo.expert.source=scripted / algo.dagger.enabled need a scripted expert, and family "
                         f"{cfg.env.family!r} has none; use algo.expert.source=demos with algo.dagger.enabled=false"
                     )
-                self.expert = make_expert(cfg.env.family, **_expert_kwargs(cfg))
+                self.expert = make_expert(cfg.env.family, **expert_kwargs(self.family))
 
     # ---------------------------------------------------------------- expert data
-    def init_expert_data(self) -> None:
+    def init_expert_data(self, fresh: bool = True) -> None:
+        """Attach demo files (always) and, for a fresh run, collect scripted expert episodes."""
         cfg = self.cfg.algo
-        self.buffer = ExpertBuffer(len(self.train_tasks), cfg.buffer_max_per_task)
-        if cfg.expert.source == "scripted":
+        if cfg.expert.source not in ("scripted", "demos"):
+            raise ValueError(f"unknown algo.expert.source {cfg.expert.source!r}; use scripted or demos")
+        if self.buffer is None:
+            self.buffer = ExpertBuffer(len(self.train_tasks), cfg.buffer_max_per_task)
+        if cfg.expert.source == "demos":
+            space = self.sampler.vec.single_observation_space["image"].shape
+            attach_demo_files(self.buffer, list(cfg.expert.demo_files), self.family.name, space[:2],
+                              self.sampler.vec.single_action_space.shape[0], self.train_tasks)
+        elif fresh:
             batch = self.sampler.collect(
                 self.train_tasks,
                 cfg.expert.episodes_per_task,
@@ -100,12 +109,6 @@ class MetaTrainer:
             )
             self.env_episodes += batch.num_episodes
             self.buffer.add_relabelled(batch, self._label(batch), pin=True)
-        elif cfg.expert.source == "demos":
-            from vision_gmps.demo_data import load_demos_into_buffer
-
-            load_demos_into_buffer(self.buffer, list(cfg.expert.demo_files), self.family, self.train_tasks)
-        else:
-            raise ValueError(f"unknown algo.expert.source {cfg.expert.source!r}; use scripted or demos")
 
     def _label(self, batch: RolloutBatch) -> np.ndarray:
         flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.states.items()}
@@ -268,8 +271,8 @@ class MetaTrainer:
                 raise CheckpointError(f"resume=true but {last} does not exist; pass the run_dir of an earlier run")
             self.load(last)
             log.info("resumed from %s at iteration %d", last, self.iteration)
-        if self.cfg.algo.name in ("gmps", "bc") and self.buffer is None:
-            self.init_expert_data()
+        if self.cfg.algo.name in ("gmps", "bc"):
+            self.init_expert_data(fresh=self.buffer is None)
         metrics: dict[str, float] = {}
         bar = tqdm(total=tcfg.iterations, initial=self.iteration, desc=f"{self.cfg.algo.name} meta-training", unit="it")
         while self.iteration < tcfg.iterations:
@@ -289,8 +292,3 @@ class MetaTrainer:
         return metrics
 
 
-def _expert_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """Scripted experts that need env settings (the point expert's step size) get them from the env config."""
-    if cfg.env.family == "point":
-        return {"max_step": cfg.env.kwargs.max_step}
-    return {}

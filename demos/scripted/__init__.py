@@ -13,6 +13,7 @@ from demos.scripted.base import ScriptedExpert
 
 EXPERTS: dict[str, str] = {
     "point": "demos.scripted.point:PointExpert",
+    "push": "demos.scripted.push:PushExpert",
 }
 
 

@@ -1,0 +1,150 @@
+"""Record scripted-expert demonstrations for a family's tasks into an HDF5 file.
+
+Each episode stays in memory until it ends and is then appended by ``DemoWriter``, so a
+collection killed at any point leaves every finished demo readable (see ``demos.hdf5``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from demos.hdf5 import DemoWriter, Episode, EpisodeRecorder, make_env_args
+from demos.scripted import ScriptedExpert, make_expert
+from robot_envs import FAMILIES, Task, TaskFamily, make_family
+
+
+def constructor_params(cls: type) -> set[str]:
+    """Keyword names a class's constructor accepts, following ``**kwargs`` up to the base classes."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass is object:
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters
+        names |= {n for n, p in params.items() if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            break
+    return names
+
+
+def rebuild_family(env_args: dict[str, Any]) -> TaskFamily:
+    """The family a demo file was recorded with, from its ``env_args``.
+
+    ``env_kwargs`` also carries descriptive keys (robot, proprio_keys) that the family's
+    constructor does not take; only the keys it accepts are passed.
+    """
+    name = env_args["family"]
+    kwargs = dict(env_args.get("env_kwargs", {}))
+    if name in FAMILIES:
+        module_name, class_name = FAMILIES[name].split(":")
+        accepted = constructor_params(getattr(importlib.import_module(module_name), class_name))
+        kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+    return make_family(name, **kwargs)
+
+
+def select_tasks(family: TaskFamily, split: str, num_tasks: int, seed: int, indices: list[int] | None = None) -> list[Task]:
+    tasks = family.sample(split, num_tasks if not indices else max(max(indices) + 1, num_tasks), seed)
+    if indices:
+        return [tasks[i] for i in indices]
+    return tasks
+
+
+def episode_seed(seed: int, task: Task, k: int) -> int:
+    """A distinct, reproducible reset seed per (run seed, task, demo number)."""
+    split = 0 if task.split == "train" else 1
+    return int(np.random.SeedSequence([seed, split, task.index + 1, k]).generate_state(1)[0])
+
+
+def model_xml(env: Any) -> str:
+    return env.model_xml() if hasattr(env, "model_xml") else ""
+
+
+def run_episode(
+    env: Any,
+    task: Task,
+    act: Callable[[dict[str, np.ndarray], dict[str, Any]], np.ndarray],
+    source: str,
+    seed: int,
+    expert: ScriptedExpert | None = None,
+    noise: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> Episode:
+    """Run one fixed-length episode with ``act(obs, info)``; with ``noise``, executes expert + N(0, noise)."""
+    env.task = task
+    obs, info = env.reset(seed=seed)
+    rec = EpisodeRecorder(task, source, seed)
+    rec.start(obs, env.get_sim_state())
+    done = False
+    while not done:
+        label = np.asarray(act(obs, info), dtype=np.float32)
+        action = label
+        if noise > 0.0:
+            assert rng is not None, "noise needs an rng"
+            action = np.clip(label + noise * rng.standard_normal(label.shape), -1.0, 1.0).astype(np.float32)
+        obs, reward, terminated, truncated, info = env.step(action)
+        done = bool(terminated or truncated)
+        rec.step(action, obs, reward, done, info, env.get_sim_state(), expert_action=label if expert else None)
+    return rec.finish(model_xml(env))
+
+
+@dataclass
+class CollectStats:
+    demos: int = 0
+    successes: int = 0
+    per_task: dict[str, list[bool]] = field(default_factory=dict)
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / max(self.demos, 1)
+
+
+def collect_scripted(
+    family: TaskFamily,
+    tasks: list[Task],
+    demos_per_task: int,
+    output: str | Path,
+    noise: float = 0.0,
+    seed: int = 0,
+    progress: bool = True,
+    valid_every: int = 10,
+    expert: ScriptedExpert | None = None,
+    on_demo: Callable[[str, Episode], None] | None = None,
+) -> CollectStats:
+    """Roll out the family's scripted expert ``demos_per_task`` times per task, appending each demo to ``output``."""
+    expert = expert or make_expert(family.name, **expert_kwargs(family))
+    env = family.make_env(tasks[0] if tasks else None)
+    writer = DemoWriter(output, make_env_args(family, env), valid_every=valid_every)
+    rng = np.random.default_rng([seed, 0x5EED])
+    stats = CollectStats()
+    bar = tqdm(total=len(tasks) * demos_per_task, desc=f"collect {family.name}", unit="demo", disable=not progress)
+    try:
+        for task in tasks:
+            for k in range(demos_per_task):
+                ep = run_episode(env, task, lambda _o, info: expert.act(info["state"]), "scripted", episode_seed(seed, task, k), expert, noise, rng)
+                name = writer.append(ep)
+                stats.demos += 1
+                stats.successes += int(ep.success)
+                stats.per_task.setdefault(task.task_id, []).append(ep.success)
+                bar.update(1)
+                bar.set_postfix(success=f"{stats.success_rate:.0%}")
+                if on_demo:
+                    on_demo(name, ep)
+    finally:
+        bar.close()
+        env.close()
+    return stats
+
+
+def expert_kwargs(family: TaskFamily) -> dict[str, Any]:
+    """Experts that need family settings (point's step size) get them from the family."""
+    if family.name == "point":
+        return {"max_step": family.max_step}  # type: ignore[attr-defined]
+    if hasattr(family, "max_delta"):
+        return {"max_delta": family.max_delta}  # robosuite families: metres per unit action
+    return {}
