@@ -11,6 +11,8 @@ from robot_envs.base import SPLITS, Task, TaskFamily
 # the point family must not pay for it.
 FAMILIES: dict[str, str] = {
     "point": "robot_envs.point:PointFamily",
+    "push": "robot_envs.push:PushFamily",
+    "door": "robot_envs.door:DoorFamily",
 }
 
 

@@ -30,7 +30,7 @@ class PointEnv(gym.Env):
         image_size: tuple[int, int] = (32, 32),
         horizon: int = 20,
         max_step: float = 0.1,
-        goal_radius: float = 0.2,
+        goal_radius: float = 0.3,
         start_noise: float = 0.05,
     ) -> None:
         height, width = int(image_size[0]), int(image_size[1])
@@ -127,7 +127,7 @@ class PointFamily(TaskFamily):
         image_size: tuple[int, int] = (32, 32),
         horizon: int = 20,
         goal_distance: float = 0.7,
-        goal_radius: float = 0.2,
+        goal_radius: float = 0.3,
         max_step: float = 0.1,
     ) -> None:
         self.image_size = (int(image_size[0]), int(image_size[1]))

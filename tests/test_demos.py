@@ -75,7 +75,7 @@ def test_round_trip_is_bit_exact(tmp_path):
         np.testing.assert_array_equal(g["next_obs/proprio"][:-1], g["obs/proprio"][1:])
         assert int(reader.file["data"].attrs["total"]) == 6 * 20
         assert reader.env_args["family"] == "point" and reader.env_args["image_size"] == [32, 32]
-        assert reader.env_args["env_kwargs"]["goal_radius"] == 0.2
+        assert reader.env_args["env_kwargs"]["goal_radius"] == 0.3
         assert set(reader.mask("train")) | set(reader.mask("valid")) == set(written)
     assert validate(path) == []
 

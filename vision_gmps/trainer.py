@@ -67,10 +67,12 @@ class MetaTrainer:
             space["image"].shape, space["proprio"].shape[0], self.sampler.vec.single_action_space.shape[0], cfg.policy
         ).to(self.device)
         self.step_sizes = StepSizes(self.policy, cfg.algo.inner_lr, learnable=cfg.algo.learn_step_sizes).to(self.device)
-        meta_params = list(self.policy.parameters())
+        groups = [{"params": list(self.policy.parameters())}]
         if cfg.algo.learn_step_sizes:
-            meta_params += list(self.step_sizes.parameters())
-        self.optimizer = torch.optim.Adam(meta_params, lr=cfg.algo.outer_lr)
+            # Step sizes live on another scale than weights; they may get their own Adam rate.
+            groups.append({"params": list(self.step_sizes.parameters()),
+                           "lr": cfg.algo.get("step_size_lr") or cfg.algo.outer_lr})
+        self.optimizer = torch.optim.Adam(groups, lr=cfg.algo.outer_lr)
         self.iteration = 0
         self.env_episodes = 0
         self.buffer: ExpertBuffer | None = None

@@ -1,0 +1,177 @@
+"""``door``: open robosuite's Door to a hidden target angle.
+
+Task parameter: ``{"target_angle"}`` in **radians** (the family's ``angle_range_deg``,
+default 15-60 degrees, is in degrees for readable configs). The target is never drawn.
+The door has no latch (``use_latch=False``) and a fixed pose, and its hinge range is
+widened from robosuite's 0-0.4 rad to ``max_hinge_deg`` (default 90) so every target is
+reachable.
+
+Reward: 1 at each step the hinge angle is within ``tolerance_deg`` (default 5 degrees)
+of the target, else 0; an episode succeeds if it ends within tolerance.
+``info["dense_reward"]`` = -|hinge - target| (rad) - 0.5 |eef - handle| (m).
+Action: [dx, dy, dz, gripper] in [-1, 1]: end-effector delta (x ``max_delta`` metres)
+and gripper (-1 open, +1 closed). Horizon 100 control steps at 20 Hz.
+
+``info["state"]``: eef_pos, eef_quat, gripper_qpos, handle_pos, hinge_angle,
+target_angle, door_pos (the door body), hinge_pos (hinge axis point), door_quat.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from robot_envs.base import Task
+from robot_envs.robosuite_common import RobosuiteFamily, RobosuiteTaskEnv, add_arm_gravcomp
+
+ANGLE_RANGE_DEG = (15.0, 60.0)
+DOOR_OFFSET = (0.23, -0.20)  # door placement relative to robosuite's Door table offset, metres
+DOOR_ROTATION = -np.pi / 2.0
+
+
+def _door_suite_class():
+    """Defined lazily so importing robot_envs.door does not import robosuite."""
+    from robosuite.environments.manipulation.door import Door
+    from robosuite.utils.mjcf_utils import find_elements
+    from robosuite.utils.placement_samplers import UniformRandomSampler
+
+    class WideDoor(Door):
+        """robosuite's Door with a fixed pose and a hinge that opens to ``max_hinge`` radians."""
+
+        def __init__(self, max_hinge: float, arm_gravcomp: bool = False, **kwargs: Any) -> None:
+            self.max_hinge = max_hinge
+            self.arm_gravcomp = arm_gravcomp
+            fixed = UniformRandomSampler(
+                name="FixedDoor",
+                # 15 cm further from the robot than robosuite's door (and 20 cm aside): the
+                # door then swings open to 90 degrees without hitting the arm's home pose
+                x_range=(DOOR_OFFSET[0], DOOR_OFFSET[0]),
+                y_range=(DOOR_OFFSET[1], DOOR_OFFSET[1]),
+                rotation=DOOR_ROTATION,
+                rotation_axis="z",
+                ensure_object_boundary_in_range=False,
+                ensure_valid_placement=False,
+                reference_pos=(-0.2, -0.35, 0.8),  # Door's table_offset
+            )
+            super().__init__(use_latch=False, placement_initializer=fixed, **kwargs)
+
+        def _load_model(self) -> None:
+            super()._load_model()
+            hinge = find_elements(
+                root=self.model.worldbody, tags="joint", attribs={"name": self.door.hinge_joint}, return_first=True
+            )
+            hinge.set("range", f"0 {self.max_hinge}")
+            if self.arm_gravcomp:
+                add_arm_gravcomp(self.model.worldbody)
+
+    return WideDoor
+
+
+class DoorEnv(RobosuiteTaskEnv):
+    action_dim = 4
+
+    def __init__(self, task: Task, tolerance_deg: float = 5.0, max_hinge_deg: float = 90.0, **kwargs: Any) -> None:
+        self.tolerance = float(np.deg2rad(tolerance_deg))
+        self.max_hinge = float(np.deg2rad(max_hinge_deg))
+        super().__init__(task, **kwargs)
+        self._hinge_qpos = self.suite.hinge_qpos_addr
+        self._handle_site = self.suite.door_handle_site_id
+        self._door_body = self.suite.object_body_ids["door"]
+        hinge = self.model.joint(self.suite.door.hinge_joint)
+        self._hinge_jnt = hinge.id
+
+    def _make_suite(self, suite_kwargs: dict[str, Any]):
+        return _door_suite_class()(max_hinge=self.max_hinge, **suite_kwargs)
+
+    @property
+    def target_angle(self) -> float:
+        return float(self.task.params["target_angle"])
+
+    def _randomize(self) -> None:
+        """The door always starts closed and the arm at robosuite's home pose: nothing to draw."""
+
+    def set_hinge_angle(self, angle: float):
+        """Put the door at ``angle`` radians (at rest) and return (obs, info) there: for tests and experts."""
+        state = self.get_sim_state()
+        state[1 + self._hinge_qpos] = angle
+        state[1 + self.model.nq + self.model.jnt_dofadr[self._hinge_jnt]] = 0.0
+        return self.set_sim_state(state)
+
+    def _task_state(self) -> dict[str, np.ndarray]:
+        return {
+            "handle_pos": self.data.site_xpos[self._handle_site].copy(),
+            "hinge_angle": np.array([self.data.qpos[self._hinge_qpos]]),
+            "target_angle": np.array([self.target_angle]),
+            "door_pos": self.data.xpos[self._door_body].copy(),
+            "door_quat": self.data.xquat[self._door_body].copy(),
+            "hinge_pos": self.data.xanchor[self._hinge_jnt].copy(),
+        }
+
+    def _score(self, state: dict[str, np.ndarray]) -> tuple[bool, float]:
+        angle_error = abs(float(state["hinge_angle"][0]) - self.target_angle)
+        to_handle = float(np.linalg.norm(state["eef_pos"] - state["handle_pos"]))
+        return angle_error <= self.tolerance, -angle_error - 0.5 * to_handle
+
+    def _grip_command(self, action: np.ndarray) -> float:
+        return float(action[3])
+
+    def _workspace(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([-0.45, -0.60, 0.82]), np.array([0.30, 0.40, 1.40])
+
+    def _goal_markers(self) -> list[tuple[np.ndarray, float, np.ndarray]]:
+        """Where the handle would be at the target angle: the handle rotated about the hinge axis."""
+        axis = self.data.xaxis[self._hinge_jnt]
+        anchor = self.data.xanchor[self._hinge_jnt]
+        turn = self.target_angle - float(self.data.qpos[self._hinge_qpos])
+        arm = self.data.site_xpos[self._handle_site] - anchor
+        cos, sin = np.cos(turn), np.sin(turn)
+        rotated = arm * cos + np.cross(axis, arm) * sin + axis * (axis @ arm) * (1 - cos)
+        return [(anchor + rotated, 0.03, np.array([1.0, 0.85, 0.0, 0.8]))]
+
+
+class DoorFamily(RobosuiteFamily):
+    """Target angles uniform in ``angle_range_deg``; tolerance and hinge range in degrees."""
+
+    name = "door"
+    env_class = DoorEnv
+
+    def __init__(
+        self,
+        angle_range_deg: tuple[float, float] = ANGLE_RANGE_DEG,
+        tolerance_deg: float = 5.0,
+        max_hinge_deg: float = 90.0,
+        horizon: int = 100,
+        camera: str = "sideview",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(horizon=horizon, camera=camera, **kwargs)
+        lo, hi = float(angle_range_deg[0]), float(angle_range_deg[1])
+        if not (0.0 <= lo <= hi <= max_hinge_deg):
+            raise ValueError(f"angle_range_deg must satisfy 0 <= low <= high <= max_hinge_deg={max_hinge_deg}, got {angle_range_deg}")
+        self.angle_range_deg = (lo, hi)
+        self.tolerance_deg = float(tolerance_deg)
+        self.max_hinge_deg = float(max_hinge_deg)
+
+    def _sample_params(self, rng: np.random.Generator) -> dict[str, float]:
+        return {"target_angle": float(np.deg2rad(rng.uniform(*self.angle_range_deg)))}
+
+    def default_task(self) -> Task:
+        return Task(self.name, "train", -1, {"target_angle": float(np.deg2rad(np.mean(self.angle_range_deg)))})
+
+    def make_env(self, task: Task | None = None) -> DoorEnv:
+        return DoorEnv(
+            task or self.default_task(),
+            tolerance_deg=self.tolerance_deg,
+            max_hinge_deg=self.max_hinge_deg,
+            **self._env_kwargs(),
+        )
+
+    def env_args(self) -> dict[str, Any]:
+        return {
+            **super().env_args(),
+            "env_name": "Door",
+            "angle_range_deg": list(self.angle_range_deg),
+            "tolerance_deg": self.tolerance_deg,
+            "max_hinge_deg": self.max_hinge_deg,
+        }

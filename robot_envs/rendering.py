@@ -1,0 +1,194 @@
+"""Offscreen rendering for the robosuite families: GL backend choice and a fast one-camera renderer.
+
+MuJoCo reads ``MUJOCO_GL`` once, when it is first imported, so ``select_gl_backend``
+must run before ``mujoco`` or ``robosuite`` are imported (``robot_envs.robosuite_common``
+calls it at import). Workers started by the vector env inherit the choice through
+the environment variable.
+
+``FastCamera`` is the default image path. Where a robosuite env step with camera
+observations spends its time (measured in benchmarks/README.md): software GL drawing
+~168k triangles of visual meshes (geom group 1) with shadows and reflections. The
+fast camera draws collision geometry (~15k triangles) for the bodies with heavy visual
+meshes (as convex hulls) and the plain visual primitives of the rest
+(``mark_low_poly_geoms``), with shadows, reflections, skybox, fog and multisampling off,
+through one reused ``mujoco.Renderer``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import logging
+import os
+import subprocess
+import sys
+import weakref
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+GL_BACKENDS: tuple[str, ...] = ("egl", "osmesa")
+_PROBE = "import mujoco; mujoco.Renderer(mujoco.MjModel.from_xml_string('<mujoco/>'), 8, 8).render()"
+
+
+def _backend_works(backend: str) -> bool:
+    """Try a tiny render in a child process: a broken GL driver can abort the process, not just raise."""
+    env = {**os.environ, "MUJOCO_GL": backend, "PYOPENGL_PLATFORM": backend}
+    try:
+        result = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+def preload_triton() -> None:
+    """Import triton (if installed) before Mesa's software rasteriser loads its LLVM.
+
+    Loading triton's bundled LLVM into a process in which llvmpipe (EGL or OSMesa) has
+    already rendered segfaults; the other order works. torch imports triton lazily (e.g.
+    ``torch.func`` in the meta-gradient), so a sampler rendering in the learner's process
+    would crash there.
+    """
+    if "triton" not in sys.modules and importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
+
+
+def select_gl_backend() -> str:
+    """Set ``MUJOCO_GL`` (respecting a user's choice), else the first of egl, osmesa that renders; return it."""
+    preload_triton()
+    chosen = os.environ.get("MUJOCO_GL", "").strip().lower()
+    if chosen:
+        log.info("offscreen GL backend: %s (from MUJOCO_GL)", chosen)
+    else:
+        if "mujoco" in sys.modules:
+            raise RuntimeError(
+                "mujoco was imported before robot_envs chose an offscreen GL backend (MUJOCO_GL is unset, so "
+                "mujoco picked glfw); import robot_envs.push/door first or set MUJOCO_GL=egl or osmesa"
+            )
+        chosen = next((b for b in GL_BACKENDS if _backend_works(b)), "")
+        if not chosen:
+            raise RuntimeError(f"no offscreen GL backend works; tried {list(GL_BACKENDS)}. Install libegl1 or libosmesa6")
+        log.info("offscreen GL backend: %s (auto-selected)", chosen)
+        os.environ["MUJOCO_GL"] = chosen
+    if chosen in GL_BACKENDS:
+        os.environ.setdefault("PYOPENGL_PLATFORM", chosen)
+    return chosen
+
+
+def camera_names(model) -> list[str]:
+    import mujoco
+
+    return [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(model.ncam)]
+
+
+def check_camera(model, camera: str, height: int, width: int) -> None:
+    """Reject a camera the model lacks or a size its offscreen buffer cannot hold, naming what is allowed."""
+    names = camera_names(model)
+    if camera not in names:
+        raise ValueError(f"unknown camera {camera!r}; this scene has {names}")
+    max_w, max_h = int(model.vis.global_.offwidth), int(model.vis.global_.offheight)
+    if not (8 <= height <= max_h and 8 <= width <= max_w):
+        raise ValueError(
+            f"camera image size {height}x{width} (HxW) is not possible; height must be in [8, {max_h}] and width in [8, {max_w}]"
+        )
+
+
+_LIVE_CAMERAS: "weakref.WeakSet[FastCamera]" = weakref.WeakSet()
+
+
+def _close_cameras() -> None:
+    """Free GL contexts before mujoco's or robosuite's atexit terminates EGL (else ``__del__`` prints errors)."""
+    for camera in list(_LIVE_CAMERAS):
+        camera.close()
+
+
+def refresh_exit_cleanup() -> None:
+    """(Re-)register ``_close_cameras`` so it runs before every GL atexit handler registered so far.
+
+    atexit runs handlers last-in first-out, and mujoco and robosuite each register one that
+    terminates EGL when their GL module is first used: call this after creating GL users.
+    """
+    atexit.unregister(_close_cameras)
+    atexit.register(_close_cameras)
+
+
+LOW_POLY_GROUP = 5
+MAX_VISUAL_FACES = 500
+
+
+def mark_low_poly_geoms(model) -> int:
+    """Move the geoms the fast camera draws into ``LOW_POLY_GROUP``; return how many triangles remain.
+
+    Per body: if its visual geoms (group 1) include a mesh heavier than ``MAX_VISUAL_FACES``
+    (robot links, gripper), draw its collision geoms (group 0) instead; otherwise (table,
+    door, block: boxes and cylinders) draw its visual geoms. Geom groups only affect
+    rendering, so physics is unchanged; the robosuite renderer is never used on a model
+    marked this way.
+    """
+    import mujoco
+
+    mesh = mujoco.mjtGeom.mjGEOM_MESH
+    heavy = np.zeros(model.nbody, bool)
+    for g in range(model.ngeom):
+        if model.geom_group[g] == 1 and model.geom_type[g] == mesh:
+            heavy[model.geom_bodyid[g]] |= model.mesh_facenum[model.geom_dataid[g]] > MAX_VISUAL_FACES
+    faces = 0
+    for g in range(model.ngeom):
+        body_heavy = heavy[model.geom_bodyid[g]]
+        if (model.geom_group[g] == 0 and body_heavy) or (model.geom_group[g] == 1 and not body_heavy):
+            model.geom_group[g] = LOW_POLY_GROUP
+            if model.geom_type[g] == mesh:
+                faces += int(model.mesh_facenum[model.geom_dataid[g]])
+    return faces
+
+
+class FastCamera:
+    """One camera, one reused renderer, low-polygon geometry, no shadows or reflections.
+
+    ``low_poly=False`` keeps the visual meshes (still without shadows/reflections),
+    for a fair look at what the geometry switch alone costs.
+    """
+
+    def __init__(self, model, camera: str, height: int, width: int, low_poly: bool = True) -> None:
+        import mujoco
+
+        check_camera(model, camera, height, width)
+        self._mujoco = mujoco
+        self.camera = camera
+        # 4x multisampling (robosuite's default) quadruples the software rasteriser's work at 64x64
+        model.vis.quality.offsamples = 0
+        self._renderer = mujoco.Renderer(model, height, width)
+        self._option = mujoco.MjvOption()
+        self._option.geomgroup[:] = 0
+        if low_poly:
+            mark_low_poly_geoms(model)
+            self._option.geomgroup[LOW_POLY_GROUP] = 1
+        else:
+            self._option.geomgroup[1] = 1
+        self._option.sitegroup[:] = 0  # robosuite's sites (eef markers, object sites) are debug-only
+        # convex hulls of the collision meshes: robot link1 alone has 12.5k faces, its hull ~100
+        self._option.flags[mujoco.mjtVisFlag.mjVIS_CONVEXHULL] = int(low_poly)
+        _LIVE_CAMERAS.add(self)
+        refresh_exit_cleanup()
+
+    def render(self, data, markers: list[tuple[np.ndarray, float, np.ndarray]] = ()) -> np.ndarray:
+        """Render ``data``; ``markers`` (position, radius, rgba) are debug spheres drawn on top, for videos."""
+        mujoco = self._mujoco
+        self._renderer.update_scene(data, camera=self.camera, scene_option=self._option)
+        scene = self._renderer.scene
+        for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
+                     mujoco.mjtRndFlag.mjRND_SKYBOX, mujoco.mjtRndFlag.mjRND_FOG):
+            scene.flags[flag] = 0
+        for pos, radius, rgba in markers:
+            if scene.ngeom >= scene.maxgeom:
+                break
+            mujoco.mjv_initGeom(scene.geoms[scene.ngeom], mujoco.mjtGeom.mjGEOM_SPHERE, np.full(3, radius),
+                                np.asarray(pos, np.float64), np.eye(3).ravel(), np.asarray(rgba, np.float32))
+            scene.ngeom += 1
+        return self._renderer.render()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
