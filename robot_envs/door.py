@@ -4,11 +4,15 @@ Task parameter: ``{"target_angle"}`` in **radians** (the family's ``angle_range_
 default 15-60 degrees, is in degrees for readable configs). The target is never drawn.
 The door has no latch (``use_latch=False``) and a fixed pose, and its hinge range is
 widened from robosuite's 0-0.4 rad to ``max_hinge_deg`` (default 90) so every target is
-reachable.
+reachable. Its handle is a vertical pull bar on a swivel at the end of a 15 cm standoff
+(robosuite's is a horizontal bar 10 cm from the door): the Panda hand keeps a fixed
+top-down orientation, so it can only hold a grip that turns freely about the vertical
+while the door swings, and its 20 cm wide palm only clears the door with the bar that far out.
 
 Reward: 1 at each step the hinge angle is within ``tolerance_deg`` (default 5 degrees)
 of the target, else 0; an episode succeeds if it ends within tolerance.
-``info["dense_reward"]`` = -|hinge - target| (rad) - 0.5 |eef - handle| (m).
+``info["dense_reward"]`` = -|hinge - target| (rad) - 0.5 |eef - handle| (m);
+``info["angle_error"]`` = |hinge - target| in degrees.
 Action: [dx, dy, dz, gripper] in [-1, 1]: end-effector delta (x ``max_delta`` metres)
 and gripper (-1 open, +1 closed). Horizon 100 control steps at 20 Hz.
 
@@ -28,10 +32,14 @@ from robot_envs.robosuite_common import RobosuiteFamily, RobosuiteTaskEnv, add_a
 ANGLE_RANGE_DEG = (15.0, 60.0)
 DOOR_OFFSET = (0.23, -0.20)  # door placement relative to robosuite's Door table offset, metres
 DOOR_ROTATION = -np.pi / 2.0
+HANDLE_REACH = 0.15  # handle bar axis in front of the door panel's mid-plane, metres (robosuite: 0.10)
+HANDLE_RADIUS, HANDLE_HALF_LENGTH = 0.015, 0.07  # vertical pull bar, metres
 
 
 def _door_suite_class():
     """Defined lazily so importing robot_envs.door does not import robosuite."""
+    import xml.etree.ElementTree as ET
+
     from robosuite.environments.manipulation.door import Door
     from robosuite.utils.mjcf_utils import find_elements
     from robosuite.utils.placement_samplers import UniformRandomSampler
@@ -62,8 +70,35 @@ def _door_suite_class():
                 root=self.model.worldbody, tags="joint", attribs={"name": self.door.hinge_joint}, return_first=True
             )
             hinge.set("range", f"0 {self.max_hinge}")
+            self._swivel_handle()
             if self.arm_gravcomp:
                 add_arm_gravcomp(self.model.worldbody)
+
+        def _swivel_handle(self) -> None:
+            """Make the handle a vertical bar on a free swivel at the end of a longer standoff.
+
+            robosuite's handle is a horizontal bar parallel to the door, 10 cm out: a top-down
+            Panda hand (fingers closing across the door) hits the door with its palm before its
+            fingers reach round that bar, and a rigid bar would turn inside the fixed-orientation
+            fingers as the door swings and squeeze out of them. The bar keeps its geom name
+            (``Door_handle``) and material; the ``handle`` site moves to the bar's centre.
+            """
+            root = self.model.worldbody
+            latch = find_elements(root=root, tags="body", attribs={"name": "Door_latch"}, return_first=True)
+            standoff = find_elements(root=root, tags="geom", attribs={"name": "Door_handle_base"}, return_first=True)
+            bar = find_elements(root=root, tags="geom", attribs={"name": "Door_handle"}, return_first=True)
+            site = find_elements(root=root, tags="site", attribs={"name": "Door_handle"}, return_first=True)
+            # the latch body sits on the panel's mid-plane; the door model's "out" is its -y
+            standoff.set("fromto", f"0 0 0 0 {-HANDLE_REACH} 0")
+            site.set("pos", f"0 {-HANDLE_REACH} 0")
+            latch.remove(bar)
+            swivel = ET.SubElement(latch, "body", {"name": "Door_handle_swivel", "pos": f"0 {-HANDLE_REACH} 0"})
+            ET.SubElement(swivel, "inertial", {"pos": "0 0 0", "mass": "0.1", "diaginertia": "2e-4 2e-4 1.2e-5"})
+            ET.SubElement(swivel, "joint", {"name": "Door_handle_swivel", "type": "hinge", "axis": "0 0 1", "damping": "0.002"})
+            bar.set("type", "cylinder")
+            bar.set("size", f"{HANDLE_RADIUS} {HANDLE_HALF_LENGTH}")
+            bar.set("pos", "0 0 0")
+            swivel.append(bar)
 
     return WideDoor
 
@@ -112,6 +147,9 @@ class DoorEnv(RobosuiteTaskEnv):
         angle_error = abs(float(state["hinge_angle"][0]) - self.target_angle)
         to_handle = float(np.linalg.norm(state["eef_pos"] - state["handle_pos"]))
         return angle_error <= self.tolerance, -angle_error - 0.5 * to_handle
+
+    def _extra_info(self, state: dict[str, np.ndarray]) -> dict[str, float]:
+        return {"angle_error": float(np.rad2deg(abs(float(state["hinge_angle"][0]) - self.target_angle)))}
 
     def _grip_command(self, action: np.ndarray) -> float:
         return float(action[3])

@@ -9,7 +9,7 @@ for videos only).
 
 Reward: 1 when the block centre is within ``success_radius`` (5 cm) of the goal in xy,
 else 0. ``info["dense_reward"]`` = -|block - goal| - 0.5 |eef - block| (xy, metres) for
-experts and diagnostics. Action: end-effector xyz delta in [-1, 1] (x ``max_delta`` metres),
+experts and diagnostics; ``info["distance"]`` = |block - goal| (xy, metres). Action: end-effector xyz delta in [-1, 1] (x ``max_delta`` metres),
 gripper held closed. Horizon 50 control steps at 20 Hz. Camera: robosuite's ``agentview``,
 re-aimed at the block and goal region (the other scene cameras work too).
 
@@ -149,6 +149,9 @@ class PushEnv(RobosuiteTaskEnv):
         to_goal = float(np.linalg.norm(state["block_pos"][:2] - self.goal))
         to_block = float(np.linalg.norm(state["eef_pos"][:2] - state["block_pos"][:2]))
         return to_goal <= self.success_radius, -to_goal - 0.5 * to_block
+
+    def _extra_info(self, state: dict[str, np.ndarray]) -> dict[str, float]:
+        return {"distance": float(np.linalg.norm(state["block_pos"][:2] - self.goal))}
 
     def _grip_command(self, action: np.ndarray) -> float:
         return 1.0

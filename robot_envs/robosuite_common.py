@@ -242,6 +242,10 @@ class RobosuiteTaskEnv(gym.Env, abc.ABC):
     def _goal_markers(self) -> list[tuple[np.ndarray, float, np.ndarray]]:
         return []
 
+    def _extra_info(self, state: dict[str, np.ndarray]) -> dict[str, float]:
+        """Per-step task metrics added to ``info`` (e.g. ``distance``, ``angle_error``) for reports."""
+        return {}
+
     # ----- gymnasium API --------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -334,7 +338,7 @@ class RobosuiteTaskEnv(gym.Env, abc.ABC):
         success, dense = self._score(state)
         proprio = np.concatenate([state[k] for k in PROPRIO_KEYS]).astype(np.float32)
         obs = {"image": self._camera_image(suite_obs), "proprio": proprio}
-        return obs, {"success": bool(success), "dense_reward": float(dense), "state": state}
+        return obs, {"success": bool(success), "dense_reward": float(dense), **self._extra_info(state), "state": state}
 
 
 def mat2quat(mat: np.ndarray) -> np.ndarray:

@@ -46,6 +46,41 @@ def test_push_expert_solves_a_sample_of_tasks(split, n):
     assert rate == 1.0, f"push expert failed on {failed}"
 
 
+@pytest.mark.parametrize("split,n", [("train", 3), ("test", 3)])
+def test_door_expert_solves_a_sample_of_tasks(split, n):
+    rate, failed = _success_rate("door", split, n)
+    assert rate == 1.0, f"door expert failed on {failed}"
+
+
+def test_door_expert_labels_arbitrary_states_in_range():
+    """DAgger relabelling: any hand position, door angle and grip gets a finite action in [-1, 1]."""
+    expert = make_expert("door")
+    rng = np.random.default_rng(0)
+    n = 64
+    angle = rng.uniform(0.0, np.pi / 2, n)
+    hinge = np.tile([-0.305, -0.55, 1.1], (n, 1))
+    arm = np.c_[0.43 * np.cos(angle) - 0.15 * np.sin(angle), 0.43 * np.sin(angle) + 0.15 * np.cos(angle)]
+    states = {
+        "eef_pos": np.c_[rng.uniform(-0.45, 0.3, (n, 2)), rng.uniform(0.85, 1.4, n)],
+        "gripper_qpos": np.c_[rng.uniform(0.0, 0.04, n), -rng.uniform(0.0, 0.04, n)],
+        "handle_pos": np.c_[hinge[:, :2] + arm, np.full(n, 1.075)],
+        "hinge_pos": hinge,
+        "hinge_angle": angle[:, None],
+        "target_angle": rng.uniform(np.deg2rad(15), np.deg2rad(60), (n, 1)),
+    }
+    actions = expert.act_batch(states)
+    assert actions.shape == (n, 4) and actions.dtype == np.float32
+    assert np.all(np.isfinite(actions)) and np.abs(actions).max() <= 1.0
+    # Holding the handle at the target angle: the gripper stays closed and the hand stays put.
+    done = {k: v[0].copy() for k, v in states.items()}
+    done["target_angle"] = done["hinge_angle"].copy()
+    done["eef_pos"] = done["handle_pos"] + [0.0, 0.0, 0.05]
+    done["gripper_qpos"] = np.array([0.015, -0.015])
+    action = expert.act(done)
+    assert action[3] == 1.0
+    np.testing.assert_allclose(action[:3], 0.0, atol=1e-6)
+
+
 def test_push_expert_labels_arbitrary_states_in_range():
     """DAgger relabelling: any state (block anywhere, hand anywhere) gets a finite action in [-1, 1]."""
     expert = make_expert("push")

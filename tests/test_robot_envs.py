@@ -85,12 +85,14 @@ def test_push_state_keys(push_env):
     _, info = push_env.reset(seed=0)
     assert set(info["state"]) >= {"eef_pos", "eef_quat", "gripper_qpos", "block_pos", "block_quat", "goal"}
     np.testing.assert_allclose(info["state"]["goal"][:2], push_env.goal)
+    assert info["distance"] == pytest.approx(np.linalg.norm(info["state"]["block_pos"][:2] - push_env.goal))
 
 
 def test_door_state_keys(door_env):
     _, info = door_env.reset(seed=0)
     assert set(info["state"]) >= {"eef_pos", "gripper_qpos", "handle_pos", "hinge_angle", "target_angle", "hinge_pos"}
     assert info["state"]["hinge_angle"][0] == pytest.approx(0.0, abs=1e-6)
+    assert info["angle_error"] == pytest.approx(np.rad2deg(door_env.target_angle), abs=1e-4)
 
 
 @pytest.mark.parametrize("name", ["push", "door"])
@@ -135,7 +137,7 @@ def test_push_block_on_goal_gives_success_and_reward(push_env, push_family):
     push_env.task = push_family.sample("test", 1, seed=0)[0]
     push_env.reset(seed=0)
     _, info = push_env.place_block(push_env.goal + [0.02, 0.0])
-    assert info["success"]
+    assert info["success"] and info["distance"] == pytest.approx(0.02, abs=1e-3)
     _, reward, _, _, info = push_env.step(np.zeros(3, np.float32))
     assert info["success"] and reward == 1.0
     _, info = push_env.place_block(push_env.goal + [0.0, 0.2])

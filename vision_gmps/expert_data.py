@@ -63,12 +63,18 @@ class ExpertBuffer:
             self.proprio[task] = self.proprio[task][keep]
             self.actions[task] = self.actions[task][keep]
 
-    def add_relabelled(self, batch: RolloutBatch, labels: np.ndarray, pin: bool = False) -> None:
-        """Add every visited state of ``batch`` with its expert label ([N, T, A])."""
+    def add_relabelled(
+        self, batch: RolloutBatch, labels: np.ndarray, pin: bool = False, slots: list[int] | None = None
+    ) -> None:
+        """Add every visited state of ``batch`` with its expert label ([N, T, A]).
+
+        ``slots[j]`` is the buffer slot of the batch's j-th task (default: the same index),
+        for batches that hold a subset of the training tasks.
+        """
         for task in range(len(batch.tasks)):
             rows = batch.episodes_of(task)
             self.add(
-                task,
+                task if slots is None else slots[task],
                 batch.images[rows].reshape(-1, *batch.images.shape[2:]),
                 batch.proprio[rows].reshape(-1, batch.proprio.shape[-1]),
                 labels[rows].reshape(-1, labels.shape[-1]).astype(np.float32),

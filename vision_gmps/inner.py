@@ -51,15 +51,16 @@ def split_by_task(
     numbers) makes the importance weights exactly 1 on fresh data.
     """
     adv = task_advantages(batch.rewards, batch.proprio, batch.task_index, gamma, baseline)
-    dtype = policy.log_std.dtype
+    dtype, device = policy.log_std.dtype, policy.log_std.device
     out = []
     for i, params in enumerate(params_per_task):
         rows = batch.episodes_of(i)
+        flat = lambda x: torch.from_numpy(np.ascontiguousarray(x[rows].reshape(len(rows) * x.shape[1], *x.shape[2:])))  # noqa: E731
         tb = TaskBatch(
-            images=torch.from_numpy(batch.images[rows].reshape(-1, *batch.images.shape[2:])),
-            proprio=torch.from_numpy(batch.proprio[rows].reshape(-1, batch.proprio.shape[-1])).to(dtype),
-            actions=torch.from_numpy(batch.actions[rows].reshape(-1, batch.actions.shape[-1])).to(dtype),
-            advantages=torch.from_numpy(adv[rows].reshape(-1)).to(dtype),
+            images=flat(batch.images).to(device),
+            proprio=flat(batch.proprio).to(device, dtype),
+            actions=flat(batch.actions).to(device, dtype),
+            advantages=flat(adv).to(device, dtype),
             logp_old=torch.empty(0),
         )
         with torch.no_grad():
@@ -119,7 +120,3 @@ def adapt_detached(
     alpha = {k: v.detach() for k, v in step_sizes.items()}
     phi = adapt(policy, leaf, alpha, tb, steps, create_graph=False)
     return {k: v.detach() for k, v in phi.items()}
-
-
-def task_arrays_to_tensor(x: np.ndarray, dtype: torch.dtype) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x)).to(dtype)

@@ -185,22 +185,23 @@ class PolicyActor:
 
     @torch.no_grad()
     def __call__(self, obs: dict[str, np.ndarray], states: dict[str, np.ndarray], groups: np.ndarray) -> np.ndarray:
-        dtype = self.policy.log_std.dtype
-        image = torch.from_numpy(np.ascontiguousarray(obs["image"]))
-        proprio = torch.from_numpy(np.asarray(obs["proprio"])).to(dtype)
-        mean = torch.empty(len(groups), self.policy.spec.action_dim, dtype=dtype)
+        dtype, device = self.policy.log_std.dtype, self.policy.log_std.device
+        image = torch.from_numpy(np.ascontiguousarray(obs["image"])).to(device)
+        proprio = torch.from_numpy(np.asarray(obs["proprio"])).to(device, dtype)
+        mean = torch.empty(len(groups), self.policy.spec.action_dim, dtype=dtype, device=device)
         shared = None if self.policy.encoder_adapted else self.policy.encode(image, self.params_per_group[0])
         log_std = torch.empty_like(mean)
         for g in np.unique(groups):
-            rows = torch.from_numpy(np.flatnonzero(groups == g))
+            rows = torch.from_numpy(np.flatnonzero(groups == g)).to(device)
             params = self.params_per_group[g]
             features = shared[rows] if shared is not None else self.policy.encode(image[rows], params)
             mean[rows] = self.policy.head_mean(features, proprio[rows], params)
             log_std[rows] = params["log_std"]
         if self.deterministic:
-            return mean.numpy()
-        noise = torch.randn(mean.shape, generator=self.generator, dtype=dtype)
-        return (mean + noise * log_std.exp()).numpy()
+            return mean.cpu().numpy()
+        # Noise is drawn on the CPU so a run gives the same actions on any device.
+        noise = torch.randn(mean.shape, generator=self.generator, dtype=dtype).to(device)
+        return (mean + noise * log_std.exp()).cpu().numpy()
 
 
 class ExpertActor:

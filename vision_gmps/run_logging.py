@@ -18,6 +18,7 @@ WANDB_MODES = ("offline", "online", "disabled")
 class RunLogger:
     def __init__(self, run_dir: Path, cfg: DictConfig, job_type: str) -> None:
         self.run_dir = run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = run_dir / f"{job_type}_metrics.jsonl"
         self.wandb = None
         mode = cfg.wandb.mode

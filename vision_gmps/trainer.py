@@ -81,7 +81,8 @@ class MetaTrainer:
             from demos.collect import expert_kwargs
             from demos.scripted import EXPERTS, make_expert
 
-            if cfg.algo.expert.source == "scripted" or cfg.algo.dagger.enabled:
+            dagger = cfg.algo.get("dagger", {}).get("enabled", False)
+            if cfg.algo.expert.source == "scripted" or dagger:
                 if cfg.env.family not in EXPERTS:
                     raise ValueError(
                         f"algo.expert.source=scripted / algo.dagger.enabled need a scripted expert, and family "
@@ -166,7 +167,7 @@ class MetaTrainer:
 
         pre = self._collect(tasks, [theta] * len(tasks), cfg.rollouts_per_task, 3, "pre-update rollouts")
         metrics.update({f"pre/{k}": v for k, v in pre.summary().items()})
-        pre_batches = [self._to_device(tb) for tb in split_by_task(self.policy, pre, [theta] * len(tasks), cfg.gamma, cfg.baseline)]
+        pre_batches = split_by_task(self.policy, pre, [theta] * len(tasks), cfg.gamma, cfg.baseline)
 
         post_batches = None
         need_post = cfg.name == "maml" or (cfg.dagger.enabled and self.iteration % cfg.dagger.every == 0)
@@ -177,17 +178,9 @@ class MetaTrainer:
             post = self._collect(tasks, phis, episodes, 4, "post-update rollouts")
             metrics.update({f"post/{k}": v for k, v in post.summary().items()})
             if cfg.name == "maml":
-                post_batches = [self._to_device(tb) for tb in split_by_task(self.policy, post, phis, cfg.gamma, cfg.baseline)]
+                post_batches = split_by_task(self.policy, post, phis, cfg.gamma, cfg.baseline)
             else:
-                labels = self._label(post)
-                for j, i in enumerate(idx):  # aggregate into each *training task's* buffer slot
-                    rows = post.episodes_of(j)
-                    self.buffer.add(
-                        i,
-                        post.images[rows].reshape(-1, *post.images.shape[2:]),
-                        post.proprio[rows].reshape(-1, post.proprio.shape[-1]),
-                        labels[rows].reshape(-1, labels.shape[-1]).astype(np.float32),
-                    )
+                self.buffer.add_relabelled(post, self._label(post), slots=idx)
                 metrics["dagger/buffer_mean"] = float(np.mean([self.buffer.size(i) for i in idx]))
 
         if cfg.name == "gmps":
@@ -204,13 +197,6 @@ class MetaTrainer:
         metrics["step_size_mean"] = float(torch.cat([a.detach().flatten() for a in alpha.values()]).mean())
         metrics["log_std_mean"] = float(self.policy.log_std.detach().mean())
         return metrics
-
-    def _to_device(self, tb):
-        if self.device.type == "cpu":
-            return tb
-        for name in ("images", "proprio", "actions", "advantages", "logp_old"):
-            setattr(tb, name, getattr(tb, name).to(self.device))
-        return tb
 
     # ---------------------------------------------------------------- evaluation
     def evaluate(self, steps: int = 1) -> dict[str, float]:

@@ -14,6 +14,7 @@ from demos.scripted.base import ScriptedExpert
 EXPERTS: dict[str, str] = {
     "point": "demos.scripted.point:PointExpert",
     "push": "demos.scripted.push:PushExpert",
+    "door": "demos.scripted.door:DoorExpert",
 }
 
 
