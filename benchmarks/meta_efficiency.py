@@ -7,6 +7,7 @@ reports, per algorithm, the meta-training environment episodes at which the
 post-adaptation success first reached ``--threshold``, and the ratio MAML : GMPS.
 
     python benchmarks/meta_efficiency.py --iterations 40 --threshold 0.6
+    python benchmarks/meta_efficiency.py --table-only     # rebuild the table from finished runs
 
 Prints a Markdown table and writes it (with the raw curves) to --out.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 from vision_gmps.config import load_config
@@ -23,7 +23,7 @@ from vision_gmps.run_logging import RunLogger
 from vision_gmps.trainer import MetaTrainer
 
 
-def run(algo: str, args: argparse.Namespace, out: Path) -> dict:
+def train_run(algo: str, args: argparse.Namespace, out: Path) -> None:
     overrides = [
         f"algo={algo}",
         f"seed={args.seed}",
@@ -37,18 +37,24 @@ def run(algo: str, args: argparse.Namespace, out: Path) -> dict:
     ]
     cfg = load_config(overrides)
     trainer = MetaTrainer(cfg, out / algo)
-    start = time.perf_counter()
     trainer.run(RunLogger(out / algo, cfg, "train"))
     trainer.sampler.close()
+
+
+def summarise(algo: str, out: Path, threshold: float) -> dict:
+    """Read a run's metrics back: the table can be rebuilt from finished runs (--table-only)."""
+    metrics = [json.loads(line) for line in (out / algo / "train_metrics.jsonl").read_text().splitlines()]
     curve = [
-        {"env_episodes": m["env_episodes"], "success_pre": m["eval/success_pre"], "success_post": m["eval/success_post"]}
-        for m in map(json.loads, (out / algo / "train_metrics.jsonl").read_text().splitlines())
+        {"iteration": m["step"], "env_episodes": m["env_episodes"], "success_pre": m["eval/success_pre"],
+         "success_post": m["eval/success_post"]}
+        for m in metrics
         if "eval/success_post" in m
     ]
-    reached = next((c["env_episodes"] for c in curve if c["success_post"] >= args.threshold), None)
-    return {"algo": algo, "curve": curve, "episodes_to_threshold": reached,
+    reached = next((c["env_episodes"] for c in curve if c["success_post"] >= threshold), None)
+    return {"algo": algo, "curve": curve, "episodes_to_threshold": reached, "iterations": metrics[-1]["step"],
             "final_post": curve[-1]["success_post"], "best_post": max(c["success_post"] for c in curve),
-            "total_episodes": trainer.env_episodes, "wall_s": time.perf_counter() - start}
+            "total_episodes": metrics[-1]["env_episodes"],
+            "train_s": sum(m["time/iteration_s"] for m in metrics)}
 
 
 def main() -> None:
@@ -59,20 +65,25 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_meta_efficiency"))
+    parser.add_argument("--algos", nargs="+", default=["gmps", "maml"], choices=["gmps", "maml"])
+    parser.add_argument("--table-only", action="store_true", help="rebuild the table from finished runs in --out")
     parser.add_argument("overrides", nargs="*", help="hydra overrides applied to both runs, e.g. env=point")
     args = parser.parse_args()
-    results = [run(algo, args, args.out) for algo in ("gmps", "maml")]
+    if not args.table_only:
+        for algo in args.algos:
+            train_run(algo, args, args.out)
+    results = [summarise(algo, args.out, args.threshold) for algo in ("gmps", "maml")]
     gmps, maml = results
     lines = [
         f"threshold: held-out success after 1 PG step >= {args.threshold} ({args.eval_tasks} tasks); "
-        f"{args.iterations} iterations; overrides: {' '.join(args.overrides) or 'none'}",
+        f"overrides: {' '.join(args.overrides) or 'none'}",
         "",
-        "| algo | episodes to threshold | best post-adaptation success | final | total episodes | wall time (s) |",
-        "|---|---|---|---|---|---|",
+        "| algo | iterations | episodes to threshold | best post-adaptation success | final | total episodes | training time (s) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        lines.append(f"| {r['algo']} | {r['episodes_to_threshold'] or 'not reached'} | {r['best_post']:.2f} | "
-                     f"{r['final_post']:.2f} | {r['total_episodes']} | {r['wall_s']:.0f} |")
+        lines.append(f"| {r['algo']} | {r['iterations']} | {r['episodes_to_threshold'] or 'not reached'} | "
+                     f"{r['best_post']:.2f} | {r['final_post']:.2f} | {r['total_episodes']} | {r['train_s']:.0f} |")
     if gmps["episodes_to_threshold"] and maml["episodes_to_threshold"]:
         lines.append(f"\nMAML : GMPS episodes ratio = {maml['episodes_to_threshold'] / gmps['episodes_to_threshold']:.1f}")
     elif gmps["episodes_to_threshold"]:

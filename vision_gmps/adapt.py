@@ -12,6 +12,7 @@ import json
 import logging
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
@@ -35,6 +36,8 @@ def adapt(cfg: DictConfig, env_from_command_line: bool = False) -> dict[str, Ada
         raise ConfigError("vgmps adapt needs checkpoint=<path to a .pt file>, e.g. runs/<run>/checkpoints/last.pt")
     if acfg.step_size not in STEP_SIZE_MODES:
         raise ConfigError(f"adapt.step_size={acfg.step_size!r} is not one of {STEP_SIZE_MODES}")
+    if cfg.torch_threads:
+        torch.set_num_threads(int(cfg.torch_threads))
     ckpt_path = Path(acfg.checkpoint)
     state = load_checkpoint(ckpt_path)
     trained = OmegaConf.create(state["config_yaml"])

@@ -57,6 +57,8 @@ class MetaTrainer:
         self.cfg = cfg
         self.run_dir = run_dir
         self.device = resolve_device(cfg.device)
+        if cfg.torch_threads:
+            torch.set_num_threads(int(cfg.torch_threads))
         torch.manual_seed(cfg.seed)
         self.family = make_family(cfg.env.family, **cfg.env.kwargs)
         self.train_tasks = self.family.sample("train", cfg.env.tasks.train, cfg.env.tasks.seed)
