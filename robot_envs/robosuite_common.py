@@ -145,6 +145,13 @@ class ServoArm:
         return self.data.site_xpos[self.site].copy()
 
 
+def check_options(renderer: str, controller: str) -> None:
+    if renderer not in RENDERERS:
+        raise ValueError(f"unknown renderer {renderer!r}; use one of {RENDERERS}")
+    if controller not in CONTROLLERS:
+        raise ValueError(f"unknown controller {controller!r}; use one of {CONTROLLERS}")
+
+
 class RobosuiteTaskEnv(gym.Env, abc.ABC):
     """A gymnasium env over one robosuite env; subclasses add the task (goal, reward, privileged state)."""
 
@@ -163,10 +170,7 @@ class RobosuiteTaskEnv(gym.Env, abc.ABC):
         control_freq: int = 20,
         show_goal: bool = False,
     ) -> None:
-        if renderer not in RENDERERS:
-            raise ValueError(f"unknown renderer {renderer!r}; use one of {RENDERERS}")
-        if controller not in CONTROLLERS:
-            raise ValueError(f"unknown controller {controller!r}; use one of {CONTROLLERS}")
+        check_options(renderer, controller)
         height, width = int(image_size[0]), int(image_size[1])
         self.task = task
         self.camera, self.height, self.width = camera, height, width
@@ -363,10 +367,7 @@ class RobosuiteFamily(TaskFamily):
         control_freq: int = 20,
         show_goal: bool = False,
     ) -> None:
-        if renderer not in RENDERERS:
-            raise ValueError(f"unknown renderer {renderer!r}; use one of {RENDERERS}")
-        if controller not in CONTROLLERS:
-            raise ValueError(f"unknown controller {controller!r}; use one of {CONTROLLERS}")
+        check_options(renderer, controller)
         self.camera = str(camera)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.horizon = int(horizon)
