@@ -137,8 +137,14 @@ def test_wandb_offline_needs_no_login(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     train(_cfg(tmp_path, "train.iterations=1", "wandb.mode=offline"))
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+    adapt(load_config(["wandb.mode=offline", f"adapt.checkpoint={tmp_path / 'checkpoints' / 'last.pt'}",
+                       "adapt.num_tasks=2", "adapt.steps=1", "adapt.rollouts_per_task=2"]))
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))  # the training run
+    adapt_runs = sorted((tmp_path / "adapt" / "wandb").glob("offline-run-*"))
+    assert len(adapt_runs) == 1
+    videos = list(adapt_runs[0].glob("files/media/videos/**/*.mp4"))
+    assert videos, "the before/after video reached the wandb run"
 
 
 def _point_demos(path, n_tasks: int, image_size=(16, 16)):
@@ -167,3 +173,17 @@ def test_mismatched_demo_files_fail_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"no demos for training tasks \['point/train/2'\]"):
         train(_cfg(tmp_path / "b", *base, f"algo.expert.demo_files=[{too_few}]"))
     assert not (tmp_path / "a" / "checkpoints").exists() and not (tmp_path / "b" / "checkpoints").exists()
+
+
+def test_demo_job_writes_a_report_with_every_section(tmp_path):
+    from vision_gmps.demo import run_demo
+
+    cfg = load_config(["algo=gmps", *TINY, *EXPERT, f"run_dir={tmp_path}", "train.iterations=2", "train.eval_every=1",
+                       "train.eval_tasks=2", "adapt.num_tasks=2", "adapt.steps=1", "adapt.rollouts_per_task=2"],
+                      config_name="demo")
+    report = run_demo(cfg).read_text()
+    for section in ("## What this shows", "## Configuration", "## Learning curve", "## Adaptation on held-out tasks", "## Video"):
+        assert section in report, section
+    assert "| learned | 1 |" in report and "| fixed | 1 |" in report
+    assert (tmp_path / "learning_curve.png").stat().st_size > 0
+    assert (tmp_path / "adapt" / "task0_before_after.mp4").stat().st_size > 0

@@ -73,8 +73,7 @@ def adapt(cfg: DictConfig, env_from_command_line: bool = False) -> dict[str, Ada
             logger.log_table(f"adapt_{mode}/table", results[mode].rows)
         write_results(run_dir, results)
         clip = side_by_side(results[chosen[0]].first_eval.images[0], results[chosen[0]].last_eval.images[0])
-        write_mp4(run_dir / "task0_before_after.mp4", clip)
-        logger.log_video("adapt/task0_before_after", clip)
+        logger.log_video("adapt/task0_before_after", write_mp4(run_dir / "task0_before_after.mp4", clip))
         log.info("results and video in %s", run_dir)
         print_results(results, state["algo"])
     finally:

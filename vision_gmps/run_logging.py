@@ -53,12 +53,12 @@ class RunLogger:
             columns = list(rows[0])
             self.wandb.log({name: wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])})
 
-    def log_video(self, name: str, frames: np.ndarray, fps: int = 10) -> None:
-        """frames: [T, H, W, 3] uint8."""
+    def log_video(self, name: str, path: Path) -> None:
+        """Log an MP4 we already wrote (passing a file avoids wandb's moviepy dependency)."""
         if self.wandb is not None:
             import wandb
 
-            self.wandb.log({name: wandb.Video(np.transpose(frames, (0, 3, 1, 2)), fps=fps, format="mp4")})
+            self.wandb.log({name: wandb.Video(str(path), format="mp4")})
 
     def log_artifact(self, path: Path, kind: str = "model") -> None:
         if self.wandb is not None:
