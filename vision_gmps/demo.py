@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from vision_gmps.adapt import adapt, print_results
+from vision_gmps.adapt import adapt
 from vision_gmps.config import load_config
 from vision_gmps.report import write_report
 from vision_gmps.runs import setup_logging
@@ -40,8 +40,8 @@ def run_demo(cfg: DictConfig) -> Path:
         env_episodes=trainer.env_episodes,
         video=run_dir / "adapt" / "task0_before_after.mp4",
         config_summary=summary,
+        inner_steps=cfg.algo.inner_steps,
     )
-    print_results(results, cfg.algo.name)
     log.info("report: %s", report)
     return report
 

@@ -54,15 +54,21 @@ def adaptation_table(results: dict[str, AdaptationResult]) -> str:
     return "\n".join(lines)
 
 
-def summary_sentence(results: dict[str, AdaptationResult], num_tasks: int) -> str:
+def summary_sentence(results: dict[str, AdaptationResult], num_tasks: int, inner_steps: int = 1) -> str:
     parts = []
     for mode, result in results.items():
-        before, after = result.rows[0]["success"], result.rows[-1]["success"]
-        verdict = "improved" if after > before else "did not improve"
-        parts.append(
-            f"With {mode} step sizes, held-out success {verdict}: {before:.0%} before adaptation, "
-            f"{after:.0%} after {result.rows[-1]['step']} policy-gradient step(s)."
-        )
+        rates = [row["success"] for row in result.rows]
+        steps = ", ".join(f"{r:.0%} after {i} step{'s' if i > 1 else ''}" for i, r in enumerate(rates) if i > 0)
+        parts.append(f"With {mode} step sizes, held-out success was {rates[0]:.0%} before adaptation, {steps}.")
+        best = max(range(len(rates)), key=rates.__getitem__)
+        if best > 0 and best < len(rates) - 1 and rates[-1] < rates[best]:
+            parts.append(
+                f"Success peaks after {best} step{'s' if best > 1 else ''} and falls afterwards: the policy was "
+                f"meta-trained for {inner_steps} inner step{'s' if inner_steps > 1 else ''} (algo.inner_steps), so further "
+                f"steps of the same size overshoot."
+            )
+        elif rates[-1] <= rates[0]:
+            parts.append("Adaptation did not help here.")
     parts.append(
         f"Each number is over {num_tasks} held-out tasks with one deterministic evaluation episode each, "
         f"so one task is {1 / num_tasks:.0%}; differences of one or two tasks are within noise."
@@ -78,6 +84,7 @@ def write_report(
     env_episodes: int,
     video: Path | None,
     config_summary: str,
+    inner_steps: int = 1,
 ) -> Path:
     metrics = read_metrics(run_dir / "train_metrics.jsonl")
     curve = plot_learning_curve(metrics, run_dir / "learning_curve.png")
@@ -85,7 +92,7 @@ def write_report(
         f"# {title}",
         "",
         "## What this shows",
-        summary_sentence(results, num_tasks),
+        summary_sentence(results, num_tasks, inner_steps),
         f"Meta-training used {env_episodes} environment episodes.",
         "",
         "## Configuration",
