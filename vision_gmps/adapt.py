@@ -41,11 +41,9 @@ def adapt(cfg: DictConfig, env_from_command_line: bool = False) -> dict[str, Ada
     ckpt_path = Path(acfg.checkpoint)
     state = load_checkpoint(ckpt_path)
     trained = OmegaConf.create(state["config_yaml"])
-    policy, step_sizes = policy_from_checkpoint(state, ckpt_path)
+    policy, step_sizes = policy_from_checkpoint(state)
     with open_dict(cfg):
-        if env_from_command_line:
-            check_compatible(state, policy.spec, cfg.env.family, ckpt_path)
-        else:
+        if not env_from_command_line:
             cfg.env = trained.env
         cfg.algo = trained.algo
     family = make_family(cfg.env.family, **cfg.env.kwargs)

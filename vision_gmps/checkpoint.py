@@ -43,7 +43,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def policy_from_checkpoint(state: dict[str, Any], path: str | Path = "checkpoint") -> tuple[ConvGaussianPolicy, StepSizes]:
+def policy_from_checkpoint(state: dict[str, Any]) -> tuple[ConvGaussianPolicy, StepSizes]:
     spec = PolicySpec.from_dict(state["policy_spec"])
     policy = ConvGaussianPolicy(spec)
     policy.load_state_dict(state["policy"])

@@ -101,12 +101,8 @@ class Sampler:
             # Pad the last wave by repeating its first job; the padding is stepped and dropped.
             padded = wave + [wave[0]] * (self.num_envs - len(wave))
             first = w * self.num_envs
-            parts.append(self._run_wave(padded, [episode_seed(seed, first + k) for k in range(self.num_envs)], act))
-            for key in parts[-1]:
-                if isinstance(parts[-1][key], dict):
-                    parts[-1][key] = {k: v[: len(wave)] for k, v in parts[-1][key].items()}
-                else:
-                    parts[-1][key] = parts[-1][key][: len(wave)]
+            seeds = [episode_seed(seed, first + k) for k in range(self.num_envs)]
+            parts.append(self._run_wave(padded, seeds, act, keep=len(wave)))
             bar.update(len(wave))
         bar.close()
 
@@ -127,7 +123,8 @@ class Sampler:
             extras=cat("extras"),
         )
 
-    def _run_wave(self, jobs: list[tuple[int, Task]], seeds: list[int], act: ActFn) -> dict:
+    def _run_wave(self, jobs: list[tuple[int, Task]], seeds: list[int], act: ActFn, keep: int) -> dict:
+        """Run one lockstep wave; return [keep, T, ...] arrays (the first ``keep`` envs, padding dropped)."""
         groups = np.array([i for i, _ in jobs])
         self.vec.set_attr("task", [task for _, task in jobs])
         obs, info = self.vec.reset(seed=seeds)
@@ -148,7 +145,7 @@ class Sampler:
             success.append(np.asarray(info["success"], dtype=bool))
             for k in extras:
                 extras[k].append(np.asarray(info[k], dtype=np.float32))
-        stack = lambda xs: np.stack(xs, axis=1)  # noqa: E731  [n, T, ...]
+        stack = lambda xs: np.stack(xs, axis=1)[:keep]  # noqa: E731  [keep, T, ...]
         return {
             "images": stack(images),
             "proprio": stack(proprio),
