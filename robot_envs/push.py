@@ -3,14 +3,18 @@
 Task parameter: ``{"goal_x", "goal_y"}``, the goal's world coordinates in metres
 (table centre is (0, 0); the robot base sits at x ~ -0.56, so +x is away from the robot).
 Goals are drawn from a ``goal_region`` (x offset, y offset ranges) relative to the
-block's nominal start: by default 10-20 cm ahead of it and +-10 cm sideways.
+block's nominal start: by default 10-20 cm ahead of it and +-7 cm sideways (within the
+friction cone of a straight push on the block's face, so one push can reach every goal).
 The goal is never drawn in the camera image (``show_goal`` draws it in ``render()``,
 for videos only).
 
-Reward: 1 when the block centre is within ``success_radius`` (5 cm) of the goal in xy,
+Each episode starts with the hand low, 4 cm behind the block (``start="ready"``; ``"home"`` is
+robosuite's pose above the table): the episode is about where to push, not how to get there.
+
+Reward: 1 when the block centre is within ``success_radius`` (4 cm) of the goal in xy,
 else 0. ``info["dense_reward"]`` = -|block - goal| - 0.5 |eef - block| (xy, metres) for
 experts and diagnostics; ``info["distance"]`` = |block - goal| (xy, metres). Action: end-effector xyz delta in [-1, 1] (x ``max_delta`` metres),
-gripper held closed. Horizon 50 control steps at 20 Hz. Camera: robosuite's ``agentview``,
+gripper held closed. Horizon 50 control steps at 20 Hz (the expert is done in about 11). Camera: robosuite's ``agentview``,
 re-aimed at the block and goal region (the other scene cameras work too).
 
 ``info["state"]``: eef_pos, eef_quat, gripper_qpos, block_pos, block_quat (w x y z),
@@ -28,7 +32,10 @@ from robot_envs.robosuite_common import RobosuiteFamily, RobosuiteTaskEnv, add_a
 
 TABLE_TOP_Z = 0.8
 BLOCK_START = (-0.10, 0.0)
-GOAL_REGION = ((0.10, 0.20), (-0.10, 0.10))  # (x offset range, y offset range) from BLOCK_START, metres
+GOAL_REGION = ((0.10, 0.20), (-0.07, 0.07))  # (x offset range, y offset range) from BLOCK_START, metres
+STARTS = ("ready", "home")  # ready: fingertips low, just behind the block; home: robosuite's pose above the table
+READY_GAP = 0.04  # metres between the block's back face and the end effector at the start
+READY_HEIGHT = 0.025  # end-effector height above the table at the start
 CAMERA_POS = (0.50, 0.0, 1.45)
 CAMERA_TARGET = (-0.15, 0.0, 0.90)
 
@@ -108,11 +115,15 @@ class PushEnv(RobosuiteTaskEnv):
     def __init__(
         self,
         task: Task,
-        success_radius: float = 0.05,
+        success_radius: float = 0.04,
         block_noise: float = 0.01,
         block_half_size: float = 0.025,
+        start: str = "ready",
         **kwargs: Any,
     ) -> None:
+        if start not in STARTS:
+            raise ValueError(f"unknown push start {start!r}; use one of {STARTS}")
+        self.start = start
         self.success_radius = float(success_radius)
         self.block_noise = float(block_noise)
         self.block_half_size = float(block_half_size)
@@ -126,6 +137,11 @@ class PushEnv(RobosuiteTaskEnv):
     @property
     def goal(self) -> np.ndarray:
         return np.array([self.task.params["goal_x"], self.task.params["goal_y"]])
+
+    def _start_eef_pos(self) -> np.ndarray | None:
+        if self.start == "home":
+            return None
+        return np.array([BLOCK_START[0] - self.block_half_size - READY_GAP, BLOCK_START[1], TABLE_TOP_Z + READY_HEIGHT])
 
     def _randomize(self) -> None:
         self._block_start = np.array(BLOCK_START) + self.np_random.uniform(-self.block_noise, self.block_noise, 2)
@@ -173,13 +189,17 @@ class PushFamily(RobosuiteFamily):
     def __init__(
         self,
         goal_region: tuple[tuple[float, float], tuple[float, float]] = GOAL_REGION,
-        success_radius: float = 0.05,
+        success_radius: float = 0.04,
         block_noise: float = 0.01,
         block_half_size: float = 0.025,
         horizon: int = 50,
+        start: str = "ready",
         **kwargs: Any,
     ) -> None:
         super().__init__(horizon=horizon, **kwargs)
+        if start not in STARTS:
+            raise ValueError(f"unknown push start {start!r}; use one of {STARTS}")
+        self.start = start
         (x0, x1), (y0, y1) = goal_region
         if not (x0 <= x1 and y0 <= y1):
             raise ValueError(f"goal_region must be ((x_min, x_max), (y_min, y_max)), got {goal_region}")
@@ -203,6 +223,7 @@ class PushFamily(RobosuiteFamily):
             success_radius=self.success_radius,
             block_noise=self.block_noise,
             block_half_size=self.block_half_size,
+            start=self.start,
             **self._env_kwargs(),
         )
 
@@ -214,4 +235,5 @@ class PushFamily(RobosuiteFamily):
             "block_noise": self.block_noise,
             "block_half_size": self.block_half_size,
             "block_start": list(BLOCK_START),
+            "start": self.start,
         }

@@ -56,6 +56,40 @@ def add_arm_gravcomp(worldbody, prefixes: tuple[str, ...] = ("robot0_", "gripper
             body.set("gravcomp", "1")
 
 
+def arm_ik(
+    model, ik, qpos_idx: np.ndarray, dof_idx: np.ndarray, qrange: np.ndarray, site: int,
+    target_pos: np.ndarray, target_rot: np.ndarray, rest_q: np.ndarray, iters: int = 3, damping: float = 1e-2,
+    jacp: np.ndarray | None = None, jacr: np.ndarray | None = None,
+) -> np.ndarray:
+    """Damped least squares on [position; orientation] error, nullspace pulled toward ``rest_q``.
+
+    ``ik`` is a scratch ``MjData`` whose ``qpos`` holds the starting configuration.
+    ``dq = v + J^T (J J^T + damping I)^-1 (err - J v)`` with ``v`` the pull toward home: one
+    6x6 Cholesky solve in MuJoCo's C (numpy's LAPACK calls cost ~0.3 ms each on a busy machine).
+    """
+    jacp = np.zeros((3, model.nv)) if jacp is None else jacp
+    jacr = np.zeros((3, model.nv)) if jacr is None else jacr
+    q = ik.qpos[qpos_idx].copy()
+    gram, rhs, sol = np.empty((6, 6)), np.empty(6), np.empty(6)
+    for _ in range(iters):
+        mujoco.mj_kinematics(model, ik)
+        mujoco.mj_comPos(model, ik)
+        rel = target_rot @ ik.site_xmat[site].reshape(3, 3).T  # target * current^-1
+        mujoco.mj_jacSite(model, ik, jacp, jacr, site)
+        jac = np.vstack([jacp[:, dof_idx], jacr[:, dof_idx]])
+        pull = 0.1 * (rest_q - q)
+        rhs[:3] = target_pos - ik.site_xpos[site]
+        rhs[3:] = 0.5 * np.array([rel[2, 1] - rel[1, 2], rel[0, 2] - rel[2, 0], rel[1, 0] - rel[0, 1]])
+        rhs -= jac @ pull
+        np.matmul(jac, jac.T, out=gram)
+        gram[np.diag_indices(6)] += damping
+        mujoco.mju_cholFactor(gram, 0.0)
+        mujoco.mju_cholSolve(sol, gram, rhs)
+        q = np.clip(q + pull + jac.T @ sol, qrange[:, 0], qrange[:, 1])
+        ik.qpos[qpos_idx] = q
+    return q
+
+
 class ServoArm:
     """Joint position servos plus per-step IK: the arm tracks an end-effector position target.
 
@@ -108,32 +142,10 @@ class ServoArm:
         self.data.ctrl[self.arm_act] = self.rest_q
 
     def solve_ik(self, target_pos: np.ndarray, iters: int = 3, damping: float = 1e-2) -> np.ndarray:
-        """Damped least squares on [position; orientation] error, nullspace pulled toward the home pose.
-
-        ``dq = v + J^T (J J^T + damping I)^-1 (err - J v)`` with ``v`` the pull toward home: one
-        6x6 Cholesky solve in MuJoCo's C (numpy's LAPACK calls cost ~0.3 ms each on a busy machine).
-        """
-        m, ik = self.model, self._ik
-        ik.qpos[:] = self.data.qpos
-        q = ik.qpos[self.qpos_idx].copy()
-        gram, rhs, sol = np.empty((6, 6)), np.empty(6), np.empty(6)
-        for _ in range(iters):
-            mujoco.mj_kinematics(m, ik)
-            mujoco.mj_comPos(m, ik)
-            rel = self.target_rot @ ik.site_xmat[self.site].reshape(3, 3).T  # target * current^-1
-            mujoco.mj_jacSite(m, ik, self._jacp, self._jacr, self.site)
-            jac = np.vstack([self._jacp[:, self.dof_idx], self._jacr[:, self.dof_idx]])
-            pull = 0.1 * (self.rest_q - q)
-            rhs[:3] = target_pos - ik.site_xpos[self.site]
-            rhs[3:] = 0.5 * np.array([rel[2, 1] - rel[1, 2], rel[0, 2] - rel[2, 0], rel[1, 0] - rel[0, 1]])
-            rhs -= jac @ pull
-            np.matmul(jac, jac.T, out=gram)
-            gram[np.diag_indices(6)] += damping
-            mujoco.mju_cholFactor(gram, 0.0)
-            mujoco.mju_cholSolve(sol, gram, rhs)
-            q = np.clip(q + pull + jac.T @ sol, self.qrange[:, 0], self.qrange[:, 1])
-            ik.qpos[self.qpos_idx] = q
-        return q
+        """Joint targets that put the end effector at ``target_pos`` with the held orientation."""
+        self._ik.qpos[:] = self.data.qpos
+        return arm_ik(self.model, self._ik, self.qpos_idx, self.dof_idx, self.qrange, self.site,
+                      target_pos, self.target_rot, self.rest_q, iters, damping, self._jacp, self._jacr)
 
     def command(self, delta: np.ndarray, grip: float, low: np.ndarray, high: np.ndarray) -> None:
         """Aim ``delta`` metres from the end effector (clipped to the workspace); ``grip``: -1 open .. +1 closed."""
@@ -207,6 +219,7 @@ class RobosuiteTaskEnv(gym.Env, abc.ABC):
         self._camera = FastCamera(self.model, camera, height, width) if renderer == "fast" else None
         self._servo = ServoArm(self.model, self.data, self.suite.robots[0]) if controller == "fast" else None
         self.eef_site = int(self.suite.robots[0].eef_site_id["right"])
+        self._start_q = self._start_joint_positions()
         gripper_joints = self.suite.robots[0].gripper["right"].joints
         self._grip_qpos = np.array([self.model.jnt_qposadr[self.model.joint(j).id] for j in gripper_joints])
         self.observation_space = gym.spaces.Dict(
@@ -246,6 +259,30 @@ class RobosuiteTaskEnv(gym.Env, abc.ABC):
     def _goal_markers(self) -> list[tuple[np.ndarray, float, np.ndarray]]:
         return []
 
+    def _start_eef_pos(self) -> np.ndarray | None:
+        """Where each episode starts the end effector (world xyz); None: robosuite's home pose."""
+        return None
+
+    def _start_joint_positions(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(qpos indices, joint angles) of the arm for ``_start_eef_pos``: solved once, reused every reset."""
+        target = self._start_eef_pos()
+        if target is None:
+            return None
+        robot = self.suite.robots[0]
+        jids = [self.model.joint(name).id for name in robot.robot_joints]
+        qpos_idx = np.array([self.model.jnt_qposadr[j] for j in jids])
+        dof_idx = np.array([self.model.jnt_dofadr[j] for j in jids])
+        ik = mujoco.MjData(self.model)
+        ik.qpos[:] = self.data.qpos
+        rot = self.data.site_xmat[self.eef_site].reshape(3, 3).copy()
+        q = arm_ik(self.model, ik, qpos_idx, dof_idx, self.model.jnt_range[jids], self.eef_site, np.asarray(target),
+                   rot, self.data.qpos[qpos_idx].copy(), iters=200)
+        mujoco.mj_kinematics(self.model, ik)
+        error = float(np.linalg.norm(ik.site_xpos[self.eef_site] - target))
+        if error > 0.01:  # the pull toward the home pose leaves a few millimetres
+            raise ValueError(f"start pose {np.round(target, 3).tolist()} is out of the arm's reach (IK error {error:.3f} m)")
+        return qpos_idx, q
+
     def _extra_info(self, state: dict[str, np.ndarray]) -> dict[str, float]:
         """Per-step task metrics added to ``info`` (e.g. ``distance``, ``angle_error``) for reports."""
         return {}
@@ -256,6 +293,10 @@ class RobosuiteTaskEnv(gym.Env, abc.ABC):
         if options and "task" in options:
             self.task = options["task"]
         self.suite.reset()
+        if self._start_q is not None:
+            qpos_idx, q = self._start_q
+            self.data.qpos[qpos_idx] = q
+            self.data.qvel[:] = 0.0
         self._randomize()
         mujoco.mj_forward(self.model, self.data)
         if self._servo is not None:

@@ -13,9 +13,9 @@ from demos.scripted import make_expert
 from robot_envs import make_family
 
 
-def _success_rate(family_name: str, split: str, n: int) -> tuple[float, list[str]]:
+def _success_rate(family_name: str, split: str, n: int, **expert_options) -> tuple[float, list[str]]:
     family = make_family(family_name)
-    expert = make_expert(family_name, **expert_kwargs(family))
+    expert = make_expert(family_name, **expert_kwargs(family), **expert_options)
     tasks = family.sample(split, n, 0)
     env = family.make_env(tasks[0])
     failed = []
@@ -40,10 +40,12 @@ def test_point_expert_solves_every_task():
         assert rate == 1.0, failed
 
 
-@pytest.mark.parametrize("split,n", [("train", 6), ("test", 4)])
-def test_push_expert_solves_a_sample_of_tasks(split, n):
-    rate, failed = _success_rate("push", split, n)
-    assert rate == 1.0, f"push expert failed on {failed}"
+@pytest.mark.parametrize("strategy", ["straight", "axis"])
+def test_push_expert_solves_most_of_a_sample_of_tasks(strategy):
+    # benchmarks/expert_success.py: straight ~96%, axis ~80% over 50 episodes; a broken expert scores ~0%.
+    rates = [_success_rate("push", split, 5, strategy=strategy) for split in ("train", "test")]
+    failed = [task for _, f in rates for task in f]
+    assert len(failed) <= 2, f"push expert ({strategy}) failed on {failed}"
 
 
 @pytest.mark.parametrize("split,n", [("train", 3), ("test", 3)])

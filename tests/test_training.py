@@ -176,14 +176,21 @@ def test_mismatched_demo_files_fail_before_training(tmp_path):
 
 
 def test_demo_job_writes_a_report_with_every_section(tmp_path):
+    """The main job end to end at toy size: record push demos, train GMPS from the file, adapt, report."""
+    from demos.hdf5 import DemoReader
     from vision_gmps.demo import run_demo
 
-    cfg = load_config(["algo=gmps", *TINY, *EXPERT, f"run_dir={tmp_path}", "train.iterations=2", "train.eval_every=1",
-                       "train.eval_tasks=2", "adapt.num_tasks=2", "adapt.steps=1", "adapt.rollouts_per_task=2"],
-                      config_name="demo")
+    cfg = load_config([*TINY, "algo.dagger.rollouts_per_task=1", "policy.adapt=[head.2,bias_transform]",
+                       "demo.demos_per_task=1", "algo.pretrain_steps=3", f"run_dir={tmp_path}", "train.iterations=2",
+                       "train.eval_every=1", "train.eval_tasks=2", "adapt.num_tasks=2", "adapt.steps=1",
+                       "adapt.rollouts_per_task=2"], config_name="demo")
+    assert cfg.env.family == "push"
     report = run_demo(cfg).read_text()
     for section in ("## What this shows", "## Configuration", "## Learning curve", "## Adaptation on held-out tasks", "## Video"):
         assert section in report, section
     assert "| learned | 1 |" in report and "| fixed | 1 |" in report
+    assert "(3 of them the scripted demonstrations it learned from)" in report
+    with DemoReader(tmp_path / "demos" / "push-train.hdf5") as reader:
+        assert len(reader.demos) == 3
     assert (tmp_path / "learning_curve.png").stat().st_size > 0
     assert (tmp_path / "adapt" / "task0_before_after.mp4").stat().st_size > 0

@@ -85,6 +85,7 @@ def write_report(
     video: Path | None,
     config_summary: str,
     inner_steps: int = 1,
+    demo_episodes: int = 0,
 ) -> Path:
     metrics = read_metrics(run_dir / "train_metrics.jsonl")
     curve = plot_learning_curve(metrics, run_dir / "learning_curve.png")
@@ -93,7 +94,8 @@ def write_report(
         "",
         "## What this shows",
         summary_sentence(results, num_tasks, inner_steps),
-        f"Meta-training used {env_episodes} environment episodes.",
+        f"Meta-training used {env_episodes} environment episodes"
+        + (f" ({demo_episodes} of them the scripted demonstrations it learned from)." if demo_episodes else "."),
         "",
         "## Configuration",
         "```",

@@ -120,6 +120,31 @@ class MetaTrainer:
         labels = self.expert.act_batch(flat)
         return labels.reshape(batch.num_episodes, -1, labels.shape[-1])
 
+    def pretrain(self) -> float:
+        """Multi-task BC on the expert data before meta-training (``algo.pretrain_steps`` Adam steps).
+
+        On sparse-reward tasks a randomly initialised policy never reaches a goal, so the
+        inner policy-gradient step is zero and the imitation loss alone must first teach
+        the pre-update policy to reach the goal region at all. Doing that here costs no
+        environment episodes; each meta-iteration costs ``rollouts_per_task`` per task.
+        """
+        steps = int(self.cfg.algo.get("pretrain_steps", 0) or 0)
+        if steps <= 0:
+            return float("nan")
+        rng = np.random.default_rng(iteration_seed(self.cfg.seed, 0, 7))
+        theta = self.policy.params()
+        idx = range(len(self.train_tasks))
+        dtype = self.policy.log_std.dtype
+        losses = []
+        for _ in tqdm(range(steps), desc="BC pre-training", unit="step", leave=False):
+            batch = [tuple(x.to(self.device) for x in self.buffer.sample(i, self.cfg.algo.expert_batch_size, rng, dtype))
+                     for i in idx]
+            losses.append(self._outer_step(lambda: bc_loss(self.policy, theta, batch, self.cfg.algo.imitation_loss)))
+        # Fresh Adam moments for meta-training: the BC steps' statistics belong to another objective.
+        self.optimizer.state.clear()
+        log.info("BC pre-training: %d steps, imitation loss %.4f -> %.4f", steps, losses[0], float(np.mean(losses[-10:])))
+        return float(np.mean(losses[-10:]))
+
     # ---------------------------------------------------------------- one iteration
     def _iteration_tasks(self) -> list[int]:
         n = self.cfg.algo.meta_batch_size or len(self.train_tasks)
@@ -263,6 +288,8 @@ class MetaTrainer:
             log.info("resumed from %s at iteration %d", last, self.iteration)
         if self.cfg.algo.name in ("gmps", "bc"):
             self.init_expert_data(fresh=self.buffer is None)
+            if self.iteration == 0:
+                logger.log({"pretrain/bc_loss": self.pretrain()}, step=0)
         metrics: dict[str, float] = {}
         bar = tqdm(total=tcfg.iterations, initial=self.iteration, desc=f"{self.cfg.algo.name} meta-training", unit="it")
         while self.iteration < tcfg.iterations:

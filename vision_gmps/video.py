@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
+
+# imageio-ffmpeg starts ffmpeg with preexec_fn=os.setpgrp, which forces a full fork(); a process
+# holding many MuJoCo GL contexts (20 push envs) commits enough memory that the kernel refuses
+# that fork with ENOMEM. Without preexec_fn, Python spawns ffmpeg with vfork, which copies nothing.
+os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
 
 
 def upscale(frames: np.ndarray, min_height: int = 192) -> np.ndarray:

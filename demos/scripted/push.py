@@ -1,4 +1,9 @@
-"""Push expert: two axis-aligned pushes (forward/back, then sideways) on the block's faces.
+"""Push expert: one straight push from behind the block towards the goal (default), or two
+axis-aligned pushes (forward/back, then sideways) with ``strategy="axis"``.
+
+The straight push is what a meta-learned policy can imitate and adapt: its trajectories for
+different goals differ smoothly in the push direction and length. The axis strategy is more
+precise (about 1-2 cm) but its trajectories switch between phases.
 
 Stateless (reads only ``info["state"]``), so it labels any visited state for DAgger: which
 phase applies is decided each step from where the hand is relative to the block and goal.
@@ -14,13 +19,19 @@ import numpy as np
 
 from demos.scripted.base import ScriptedExpert
 
+STRATEGIES = ("straight", "axis")
+
+
 class PushExpert(ScriptedExpert):
-    """Push a face along its normal through the block's centre: first in x until the block is
-    level with the goal, then in y. A diagonal push on a face makes the block slide off the line.
+    """``straight``: push along the line from the block's centre to the goal, steering back onto
+    it each step (a diagonal push on a box face drifts; ``line_tol`` bounds the drift before the
+    hand goes round to a new approach point). ``axis``: push a face along its normal through the
+    block's centre, first in x until the block is level with the goal, then in y.
 
     Each push: glide down to the approach point ``approach_gap`` behind the face (going round
     the block's corners at push height when it is in the way), then push, slowing down near the
-    goal. ``x_tol``/``y_tol`` bound the final error, well inside the 5 cm success radius.
+    goal. ``goal_tol`` (straight) or ``x_tol``/``y_tol`` (axis) bound the final error, inside
+    the 4 cm success radius.
     """
 
     def __init__(
@@ -33,7 +44,16 @@ class PushExpert(ScriptedExpert):
         x_tol: float = 0.01,
         gain: float = 0.6,
         clearance: float = 0.03,
+        strategy: str = "straight",
+        goal_tol: float = 0.025,
+        line_tol: float | None = None,
     ) -> None:
+        # how far the hand may drift off the push line before it re-approaches: diagonal pushes drift more
+        self.line_tol = line_tol if line_tol is not None else {"straight": 0.03, "axis": 0.02}.get(strategy, 0.02)
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown push expert strategy {strategy!r}; use one of {STRATEGIES}")
+        self.strategy = strategy
+        self.goal_tol = goal_tol
         self.max_delta = max_delta
         self.push_height = push_height
         self.approach_gap = approach_gap
@@ -52,6 +72,11 @@ class PushExpert(ScriptedExpert):
         drift does not flip the plan back and forth.
         """
         err = goal - block
+        if self.strategy == "straight":
+            distance = float(np.linalg.norm(err))
+            if distance <= self.goal_tol:
+                return np.zeros(2), 0.0
+            return err / distance, distance
         y_dir = np.array([0.0, np.sign(err[1]) or 1.0])
         rel = eef[:2] - block
         in_y_position = float(rel @ y_dir) < 0.0 and abs(float(rel[0])) < 0.02
@@ -76,7 +101,7 @@ class PushExpert(ScriptedExpert):
             return np.array([eef[0], eef[1], max(eef[2], push_z + 0.01)]), self.gain  # done: hold still
         along = float(rel @ d)
         side = rel - along * d
-        if low and float(np.linalg.norm(side)) < 0.02 and -(half + self.approach_gap + 0.03) < along < -(half - 0.012):
+        if low and float(np.linalg.norm(side)) < self.line_tol and -(half + self.approach_gap + 0.03) < along < -(half - 0.012):
             # Push: advance along d, steer back onto the line through the block's centre;
             # slow down near the goal, a fast push makes the block slide past it.
             step = float(np.clip(0.5 * remaining, 0.008, self.push_step))
