@@ -109,10 +109,10 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--tasks", type=int, default=20, help="held-out tasks in the final adaptation table")
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--rollouts", type=int, default=20, help="informational: set by adapt.rollouts_per_task")
+    parser.add_argument("--rollouts", type=int, default=40, help="informational: set by adapt.rollouts_per_task")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_push_baselines"))
     parser.add_argument("--table-only", action="store_true", help="rebuild the table from finished runs in --out")

@@ -158,6 +158,8 @@ class FastCamera:
         self.camera = camera
         # 4x multisampling (robosuite's default) quadruples the software rasteriser's work at 64x64
         model.vis.quality.offsamples = 0
+        # shadows are never drawn (see render), so skip the 4096^2 shadow map: ~60 MB per camera
+        model.vis.quality.shadowsize = 0
         self._renderer = mujoco.Renderer(model, height, width)
         self._option = mujoco.MjvOption()
         self._option.geomgroup[:] = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import gymnasium as gym
@@ -153,6 +154,13 @@ def _point_demos(path, n_tasks: int, image_size=(16, 16)):
     family = PointFamily(image_size=image_size, horizon=8)
     collect_scripted(family, family.sample("train", n_tasks), 2, path, noise=0.2, seed=0, progress=False)
     return path
+
+
+def test_bc_pretraining_fits_the_expert_before_meta_training(tmp_path):
+    trainer = train(_cfg(tmp_path, "train.iterations=1", "algo.pretrain_steps=60", "algo.outer_lr=3e-3"))
+    first = json.loads((trainer.run_dir / "train_metrics.jsonl").read_text().splitlines()[0])
+    assert first["step"] == 0
+    assert first["pretrain/bc_loss"] < 0.7 * first["pretrain/bc_loss_first"], first
 
 
 def test_gmps_trains_from_a_demo_file(tmp_path):

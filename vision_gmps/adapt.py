@@ -41,7 +41,8 @@ def adapt(cfg: DictConfig, env_from_command_line: bool = False) -> dict[str, Ada
     ckpt_path = Path(acfg.checkpoint)
     state = load_checkpoint(ckpt_path)
     trained = OmegaConf.create(state["config_yaml"])
-    policy, step_sizes = policy_from_checkpoint(state)
+    by_prefix = trained.algo.get("inner_lr_by_param")
+    policy, step_sizes = policy_from_checkpoint(state, OmegaConf.to_container(by_prefix) if by_prefix else None)
     with open_dict(cfg):
         if not env_from_command_line:
             cfg.env = trained.env

@@ -43,11 +43,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def policy_from_checkpoint(state: dict[str, Any]) -> tuple[ConvGaussianPolicy, StepSizes]:
+def policy_from_checkpoint(state: dict[str, Any], by_prefix: dict[str, float] | None = None) -> tuple[ConvGaussianPolicy, StepSizes]:
+    """The policy and its learned step sizes; ``by_prefix`` (the run's algo.inner_lr_by_param) shapes ``fixed()``."""
     spec = PolicySpec.from_dict(state["policy_spec"])
     policy = ConvGaussianPolicy(spec)
     policy.load_state_dict(state["policy"])
-    step_sizes = StepSizes(policy, init=0.0, learnable=False)
+    step_sizes = StepSizes(policy, init=0.0, learnable=False, by_prefix=by_prefix)
     step_sizes.load_state_dict(state["step_sizes"])
     return policy, step_sizes
 

@@ -36,6 +36,7 @@ class TaskBatch:
     actions: Tensor  # [M, A]
     advantages: Tensor  # [M]
     logp_old: Tensor  # [M], log-density under the parameters that collected the batch
+    offsets: Tensor | None = None  # [M, A] each step's episode action offset (offset exploration)
 
 
 def split_by_task(
@@ -62,6 +63,8 @@ def split_by_task(
             actions=flat(batch.actions).to(device, dtype),
             advantages=flat(adv).to(device, dtype),
             logp_old=torch.empty(0),
+            offsets=None if batch.offsets is None else torch.from_numpy(
+                np.repeat(batch.offsets[rows], batch.actions.shape[1], axis=0)).to(device, dtype),
         )
         with torch.no_grad():
             tb.logp_old = policy_log_prob(policy, params, tb)
@@ -70,10 +73,19 @@ def split_by_task(
 
 
 def policy_log_prob(policy: ConvGaussianPolicy, params: Params, tb: TaskBatch, features: Tensor | None = None) -> Tensor:
+    """Per-step log-density of the actions; with offset exploration, plus that of the episode's offset.
+
+    Adding log N(z) to every step of the episode makes the surrogate's gradient the REINFORCE
+    estimator of the joint (offset, actions) density: z is drawn before the first reward, so
+    every step's advantage is credited to it.
+    """
     if features is None:
         features = policy.encode(tb.images, params)
-    mean = policy.head_mean(features, tb.proprio, params)
-    return policy.log_prob(mean, params["log_std"], tb.actions)
+    mean = policy.head_mean(features, tb.proprio, params, tb.offsets)
+    logp = policy.log_prob(mean, params["log_std"], tb.actions)
+    if tb.offsets is not None:
+        logp = logp + policy.offset_log_prob(tb.offsets, params)
+    return logp
 
 
 def surrogate(policy: ConvGaussianPolicy, params: Params, tb: TaskBatch, features: Tensor | None = None) -> Tensor:

@@ -4,6 +4,15 @@
           -> concat [keypoints, proprio, bias-transform] -> MLP -> action mean
     log-std: a state-independent vector.
 
+Optional per-episode exploration (``offset_log_std``): each sampled episode draws one action
+offset z ~ N(action_offset, exp(offset_log_std)^2) and acts with mean + z at every step, so
+its exploration is consistent over time (a constant drift that carries the block somewhere
+else), where per-step noise averages out. The episode's log-density then includes log N(z),
+whose score (z - action_offset) / sigma^2 times the return is a low-variance signal of which
+direction paid off: a policy-gradient step on ``action_offset`` moves the whole trajectory.
+This is MAESN's latent exploration (Gupta et al. 2018) with the latent added at the output.
+Deterministic evaluation uses z = action_offset.
+
 Every forward takes ``params`` (a dict name -> tensor, as ``named_parameters``):
 the inner loop evaluates the same module at adapted parameters with
 ``torch.func.functional_call`` instead of copying modules. The encoder is kept
@@ -14,7 +23,7 @@ parameters.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -38,6 +47,9 @@ class PolicySpec:
     bias_transform_dim: int = 4
     init_log_std: float = -0.5
     adapt: tuple[str, ...] = field(default=("head", "bias_transform"))
+    # Per-episode exploration: None = off; else the initial log-std of an action offset drawn once
+    # per episode (see ConvGaussianPolicy docstring).
+    offset_log_std: float | None = None
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -95,6 +107,9 @@ class ConvGaussianPolicy(nn.Module):
             self.head[-1].weight.mul_(0.1)
             self.head[-1].bias.zero_()
         self.log_std = nn.Parameter(torch.full((spec.action_dim,), float(spec.init_log_std)))
+        if spec.offset_log_std is not None:
+            self.action_offset = nn.Parameter(torch.zeros(spec.action_dim))
+            self.offset_log_std = nn.Parameter(torch.full((spec.action_dim,), float(spec.offset_log_std)))
         self.adapted_names = self._select(spec.adapt)
 
     def _select(self, prefixes: Sequence[str]) -> list[str]:
@@ -118,11 +133,23 @@ class ConvGaussianPolicy(nn.Module):
         encoder_params = {k[len("encoder.") :]: v for k, v in params.items() if k.startswith("encoder.")}
         return self.keypoints(functional_call(self.encoder, encoder_params, (x,)))
 
-    def head_mean(self, features: Tensor, proprio: Tensor, params: Params) -> Tensor:
+    @property
+    def has_offset(self) -> bool:
+        return self.spec.offset_log_std is not None
+
+    def head_mean(self, features: Tensor, proprio: Tensor, params: Params, offsets: Tensor | None = None) -> Tensor:
+        """Action mean; ``offsets`` [B, A] are sampled per-episode offsets (default: their mean)."""
         bias = params["bias_transform"].expand(features.shape[0], -1)
         x = torch.cat([features, proprio.to(features.dtype), bias], dim=-1)
         head_params = {k[len("head.") :]: v for k, v in params.items() if k.startswith("head.")}
-        return functional_call(self.head, head_params, (x,))
+        mean = functional_call(self.head, head_params, (x,))
+        if offsets is not None:
+            return mean + offsets
+        return mean + params["action_offset"] if self.has_offset else mean
+
+    def offset_log_prob(self, offsets: Tensor, params: Params) -> Tensor:
+        """log N(offsets; action_offset, exp(offset_log_std)^2), summed over action dimensions."""
+        return self.log_prob(params["action_offset"].expand_as(offsets), params["offset_log_std"], offsets)
 
     def mean(self, image: Tensor, proprio: Tensor, params: Params | None = None) -> Tensor:
         params = self.params() if params is None else params
@@ -141,20 +168,34 @@ class ConvGaussianPolicy(nn.Module):
 class StepSizes(nn.Module):
     """One learned step-size tensor per adapted parameter, the same shape as it (Meta-SGD style)."""
 
-    def __init__(self, policy: ConvGaussianPolicy, init: float, learnable: bool = True) -> None:
+    def __init__(
+        self, policy: ConvGaussianPolicy, init: float, learnable: bool = True, by_prefix: Mapping[str, float] | None = None
+    ) -> None:
         super().__init__()
         named = dict(policy.named_parameters())
         self.names = list(policy.adapted_names)
+        self.by_prefix = dict(by_prefix or {})
+        unknown = [p for p in self.by_prefix if not any(_matches(n, p) for n in self.names)]
+        if unknown:
+            raise ValueError(f"algo.inner_lr_by_param names {unknown}, which match no adapted parameter {self.names}")
         self.values = nn.ParameterList(
-            [nn.Parameter(torch.full_like(named[n], float(init)), requires_grad=learnable) for n in self.names]
+            [nn.Parameter(torch.full_like(named[n], self.initial(n, init)), requires_grad=learnable) for n in self.names]
         )
+
+    def initial(self, name: str, default: float) -> float:
+        """``default``, unless a ``by_prefix`` entry names this parameter (parameters on other scales)."""
+        return float(next((v for p, v in self.by_prefix.items() if _matches(name, p)), default))
 
     def as_dict(self) -> Params:
         return dict(zip(self.names, self.values))
 
     def fixed(self, value: float) -> Params:
         """Constant step sizes (the "fixed" ablation at test time, or a baseline with no learned rates)."""
-        return {n: torch.full_like(v, float(value)) for n, v in zip(self.names, self.values)}
+        return {n: torch.full_like(v, self.initial(n, value)) for n, v in zip(self.names, self.values)}
+
+
+def _matches(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
 
 
 def build_policy(image_shape: Sequence[int], proprio_dim: int, action_dim: int, cfg) -> ConvGaussianPolicy:
@@ -170,5 +211,6 @@ def build_policy(image_shape: Sequence[int], proprio_dim: int, action_dim: int, 
         bias_transform_dim=int(cfg["bias_transform_dim"]),
         init_log_std=float(cfg["init_log_std"]),
         adapt=tuple(cfg["adapt"]),
+        offset_log_std=None if cfg.get("offset_log_std") is None else float(cfg["offset_log_std"]),
     )
     return ConvGaussianPolicy(spec)

@@ -38,6 +38,7 @@ class RolloutBatch:
     success: np.ndarray  # [N, T] bool, success after each step
     states: dict[str, np.ndarray] = field(default_factory=dict)  # privileged state before each action
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # per-step info scalars, e.g. distance
+    offsets: np.ndarray | None = None  # [N, A] per-episode action offsets (policies with offset exploration)
 
     @property
     def num_episodes(self) -> int:
@@ -107,6 +108,8 @@ class Sampler:
         bar.close()
 
         def cat(key: str):
+            if parts[0][key] is None:
+                return None
             if isinstance(parts[0][key], dict):
                 return {k: np.concatenate([p[key][k] for p in parts]) for k in parts[0][key]}
             return np.concatenate([p[key] for p in parts])
@@ -121,6 +124,7 @@ class Sampler:
             success=cat("success"),
             states=cat("states"),
             extras=cat("extras"),
+            offsets=cat("offsets"),
         )
 
     def _run_wave(self, jobs: list[tuple[int, Task]], seeds: list[int], act: ActFn, keep: int) -> dict:
@@ -128,6 +132,7 @@ class Sampler:
         groups = np.array([i for i, _ in jobs])
         self.vec.set_attr("task", [task for _, task in jobs])
         obs, info = self.vec.reset(seed=seeds)
+        offsets = act.start_episodes(groups) if hasattr(act, "start_episodes") else None
         images, proprio, actions, rewards, success = [], [], [], [], []
         states: dict[str, list[np.ndarray]] = {k: [] for k in info["state"]}
         extras: dict[str, list[np.ndarray]] = {k: [] for k in self.EXTRA_KEYS if k in info}
@@ -154,6 +159,7 @@ class Sampler:
             "success": stack(success),
             "states": {k: stack(v) for k, v in states.items()},
             "extras": {k: stack(v) for k, v in extras.items()},
+            "offsets": None if offsets is None else offsets[:keep],
         }
 
 
@@ -179,6 +185,19 @@ class PolicyActor:
         self.params_per_group = [{k: v.detach() for k, v in p.items()} for p in params_per_group]
         self.deterministic = deterministic
         self.generator = torch.Generator().manual_seed(seed)
+        self.offsets: torch.Tensor | None = None
+
+    def start_episodes(self, groups: np.ndarray) -> np.ndarray | None:
+        """New episodes in every env: draw each one's action offset (policies with offset exploration)."""
+        if self.deterministic or not self.policy.has_offset:
+            self.offsets = None
+            return None
+        dtype = self.policy.log_std.dtype
+        mean = torch.stack([self.params_per_group[g]["action_offset"].cpu() for g in groups])
+        std = torch.stack([self.params_per_group[g]["offset_log_std"].cpu() for g in groups]).exp()
+        self.offsets = (mean + std * torch.randn(mean.shape, generator=self.generator, dtype=dtype)).to(
+            self.policy.log_std.device)
+        return self.offsets.cpu().numpy().astype(np.float32)
 
     @torch.no_grad()
     def __call__(self, obs: dict[str, np.ndarray], states: dict[str, np.ndarray], groups: np.ndarray) -> np.ndarray:
@@ -192,7 +211,8 @@ class PolicyActor:
             rows = torch.from_numpy(np.flatnonzero(groups == g)).to(device)
             params = self.params_per_group[g]
             features = shared[rows] if shared is not None else self.policy.encode(image[rows], params)
-            mean[rows] = self.policy.head_mean(features, proprio[rows], params)
+            offsets = None if self.offsets is None else self.offsets[rows]
+            mean[rows] = self.policy.head_mean(features, proprio[rows], params, offsets)
             log_std[rows] = params["log_std"]
         if self.deterministic:
             return mean.cpu().numpy()

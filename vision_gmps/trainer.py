@@ -68,7 +68,8 @@ class MetaTrainer:
         self.policy: ConvGaussianPolicy = build_policy(
             space["image"].shape, space["proprio"].shape[0], self.sampler.vec.single_action_space.shape[0], cfg.policy
         ).to(self.device)
-        self.step_sizes = StepSizes(self.policy, cfg.algo.inner_lr, learnable=cfg.algo.learn_step_sizes).to(self.device)
+        self.step_sizes = StepSizes(self.policy, cfg.algo.inner_lr, learnable=cfg.algo.learn_step_sizes,
+                                    by_prefix=cfg.algo.get("inner_lr_by_param")).to(self.device)
         groups = [{"params": list(self.policy.parameters())}]
         if cfg.algo.learn_step_sizes:
             # Step sizes live on another scale than weights; they may get their own Adam rate.
@@ -120,7 +121,7 @@ class MetaTrainer:
         labels = self.expert.act_batch(flat)
         return labels.reshape(batch.num_episodes, -1, labels.shape[-1])
 
-    def pretrain(self) -> float:
+    def pretrain(self) -> dict[str, float]:
         """Multi-task BC on the expert data before meta-training (``algo.pretrain_steps`` Adam steps).
 
         On sparse-reward tasks a randomly initialised policy never reaches a goal, so the
@@ -130,7 +131,7 @@ class MetaTrainer:
         """
         steps = int(self.cfg.algo.get("pretrain_steps", 0) or 0)
         if steps <= 0:
-            return float("nan")
+            return {}
         rng = np.random.default_rng(iteration_seed(self.cfg.seed, 0, 7))
         theta = self.policy.params()
         idx = range(len(self.train_tasks))
@@ -142,8 +143,9 @@ class MetaTrainer:
             losses.append(self._outer_step(lambda: bc_loss(self.policy, theta, batch, self.cfg.algo.imitation_loss)))
         # Fresh Adam moments for meta-training: the BC steps' statistics belong to another objective.
         self.optimizer.state.clear()
-        log.info("BC pre-training: %d steps, imitation loss %.4f -> %.4f", steps, losses[0], float(np.mean(losses[-10:])))
-        return float(np.mean(losses[-10:]))
+        first, last = float(np.mean(losses[:10])), float(np.mean(losses[-10:]))
+        log.info("BC pre-training: %d steps, imitation loss %.4f -> %.4f", steps, first, last)
+        return {"pretrain/bc_loss_first": first, "pretrain/bc_loss": last}
 
     # ---------------------------------------------------------------- one iteration
     def _iteration_tasks(self) -> list[int]:
@@ -288,8 +290,8 @@ class MetaTrainer:
             log.info("resumed from %s at iteration %d", last, self.iteration)
         if self.cfg.algo.name in ("gmps", "bc"):
             self.init_expert_data(fresh=self.buffer is None)
-            if self.iteration == 0:
-                logger.log({"pretrain/bc_loss": self.pretrain()}, step=0)
+            if self.iteration == 0 and (pretrain := self.pretrain()):
+                logger.log(pretrain, step=0)
         metrics: dict[str, float] = {}
         bar = tqdm(total=tcfg.iterations, initial=self.iteration, desc=f"{self.cfg.algo.name} meta-training", unit="it")
         while self.iteration < tcfg.iterations:
