@@ -191,7 +191,7 @@ def test_demo_job_writes_a_report_with_every_section(tmp_path):
     cfg = load_config([*TINY, "algo.dagger.rollouts_per_task=1", "policy.adapt=[head.2,bias_transform]",
                        "demo.demos_per_task=1", "algo.pretrain_steps=3", f"run_dir={tmp_path}", "train.iterations=2",
                        "train.eval_every=1", "train.eval_tasks=2", "adapt.num_tasks=2", "adapt.steps=1",
-                       "adapt.rollouts_per_task=2"], config_name="demo")
+                       "adapt.rollouts_per_task=2", "adapt.step_size=both"], config_name="demo")
     assert cfg.env.family == "push"
     report = run_demo(cfg).read_text()
     for section in ("## What this shows", "## Configuration", "## Learning curve", "## Adaptation on held-out tasks", "## Video"):
