@@ -40,6 +40,11 @@ CAMERA_POS = (0.50, 0.0, 1.45)
 CAMERA_TARGET = (-0.15, 0.0, 0.90)
 
 
+def check_start(start: str) -> None:
+    if start not in STARTS:
+        raise ValueError(f"unknown push start {start!r}; use one of {STARTS}")
+
+
 def _look_at_quat(pos: tuple[float, ...], target: tuple[float, ...]) -> np.ndarray:
     """MuJoCo camera quaternion (w x y z) looking from ``pos`` at ``target`` with world z up."""
     forward = np.subtract(target, pos) / np.linalg.norm(np.subtract(target, pos))
@@ -121,8 +126,7 @@ class PushEnv(RobosuiteTaskEnv):
         start: str = "ready",
         **kwargs: Any,
     ) -> None:
-        if start not in STARTS:
-            raise ValueError(f"unknown push start {start!r}; use one of {STARTS}")
+        check_start(start)
         self.start = start
         self.success_radius = float(success_radius)
         self.block_noise = float(block_noise)
@@ -197,8 +201,7 @@ class PushFamily(RobosuiteFamily):
         **kwargs: Any,
     ) -> None:
         super().__init__(horizon=horizon, **kwargs)
-        if start not in STARTS:
-            raise ValueError(f"unknown push start {start!r}; use one of {STARTS}")
+        check_start(start)
         self.start = start
         (x0, x1), (y0, y1) = goal_region
         if not (x0 <= x1 and y0 <= y1):

@@ -56,6 +56,12 @@ def add_arm_gravcomp(worldbody, prefixes: tuple[str, ...] = ("robot0_", "gripper
             body.set("gravcomp", "1")
 
 
+def arm_joint_indices(model, robot) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """(joint ids, qpos indices, dof indices) of a robosuite robot's arm joints."""
+    jids = [model.joint(name).id for name in robot.robot_joints]
+    return jids, np.array([model.jnt_qposadr[j] for j in jids]), np.array([model.jnt_dofadr[j] for j in jids])
+
+
 def arm_ik(
     model, ik, qpos_idx: np.ndarray, dof_idx: np.ndarray, qrange: np.ndarray, site: int,
     target_pos: np.ndarray, target_rot: np.ndarray, rest_q: np.ndarray, iters: int = 3, damping: float = 1e-2,
@@ -108,9 +114,7 @@ class ServoArm:
 
     def __init__(self, model, data, robot) -> None:
         self.model, self.data = model, data
-        jids = [model.joint(name).id for name in robot.robot_joints]
-        self.qpos_idx = np.array([model.jnt_qposadr[j] for j in jids])
-        self.dof_idx = np.array([model.jnt_dofadr[j] for j in jids])
+        jids, self.qpos_idx, self.dof_idx = arm_joint_indices(model, robot)
         self.qrange = model.jnt_range[jids].copy()
         self.arm_act = np.array([model.actuator(name).id for name in robot.robot_model.actuators])
         self.grip_act = np.array([model.actuator(name).id for name in robot.gripper["right"].actuators])
@@ -268,10 +272,7 @@ class RobosuiteTaskEnv(gym.Env, abc.ABC):
         target = self._start_eef_pos()
         if target is None:
             return None
-        robot = self.suite.robots[0]
-        jids = [self.model.joint(name).id for name in robot.robot_joints]
-        qpos_idx = np.array([self.model.jnt_qposadr[j] for j in jids])
-        dof_idx = np.array([self.model.jnt_dofadr[j] for j in jids])
+        jids, qpos_idx, dof_idx = arm_joint_indices(self.model, self.suite.robots[0])
         ik = mujoco.MjData(self.model)
         ik.qpos[:] = self.data.qpos
         rot = self.data.site_xmat[self.eef_site].reshape(3, 3).copy()

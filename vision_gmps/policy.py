@@ -114,11 +114,11 @@ class ConvGaussianPolicy(nn.Module):
 
     def _select(self, prefixes: Sequence[str]) -> list[str]:
         names = [n for n, _ in self.named_parameters()]
-        unknown = [p for p in prefixes if not any(n == p or n.startswith(p + ".") for n in names)]
+        unknown = [p for p in prefixes if not any(_matches(n, p) for n in names)]
         if unknown:
             tops = sorted({n.split(".")[0] for n in names})
             raise ValueError(f"policy.adapt names {unknown} match no parameter; choose prefixes among {tops}")
-        return [n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)]
+        return [n for n in names if any(_matches(n, p) for p in prefixes)]
 
     @property
     def encoder_adapted(self) -> bool:
@@ -195,6 +195,7 @@ class StepSizes(nn.Module):
 
 
 def _matches(name: str, prefix: str) -> bool:
+    """A parameter name matches a prefix that names it or one of its parent modules."""
     return name == prefix or name.startswith(prefix + ".")
 
 

@@ -121,6 +121,11 @@ class MetaTrainer:
         labels = self.expert.act_batch(flat)
         return labels.reshape(batch.num_episodes, -1, labels.shape[-1])
 
+    def _expert_batches(self, slots, rng: np.random.Generator) -> list[tuple[torch.Tensor, ...]]:
+        """One imitation batch (images, proprio, actions) per training-task slot, on the device."""
+        size, dtype = self.cfg.algo.expert_batch_size, self.policy.log_std.dtype
+        return [tuple(x.to(self.device) for x in self.buffer.sample(i, size, rng, dtype)) for i in slots]
+
     def pretrain(self) -> dict[str, float]:
         """Multi-task BC on the expert data before meta-training (``algo.pretrain_steps`` Adam steps).
 
@@ -134,12 +139,10 @@ class MetaTrainer:
             return {}
         rng = np.random.default_rng(iteration_seed(self.cfg.seed, 0, 7))
         theta = self.policy.params()
-        idx = range(len(self.train_tasks))
-        dtype = self.policy.log_std.dtype
+        slots = range(len(self.train_tasks))
         losses = []
         for _ in tqdm(range(steps), desc="BC pre-training", unit="step", leave=False):
-            batch = [tuple(x.to(self.device) for x in self.buffer.sample(i, self.cfg.algo.expert_batch_size, rng, dtype))
-                     for i in idx]
+            batch = self._expert_batches(slots, rng)
             losses.append(self._outer_step(lambda: bc_loss(self.policy, theta, batch, self.cfg.algo.imitation_loss)))
         # Fresh Adam moments for meta-training: the BC steps' statistics belong to another objective.
         self.optimizer.state.clear()
@@ -184,10 +187,7 @@ class MetaTrainer:
         metrics: dict[str, float] = {}
         second_order = not cfg.first_order
         rng = np.random.default_rng(iteration_seed(self.cfg.seed, self.iteration, 2))
-        expert_batch = lambda: [  # noqa: E731
-            tuple(x.to(self.device) for x in self.buffer.sample(i, cfg.expert_batch_size, rng, self.policy.log_std.dtype))
-            for i in idx
-        ]
+        expert_batch = lambda: self._expert_batches(idx, rng)  # noqa: E731
 
         if cfg.name == "bc":
             losses = [self._outer_step(lambda: bc_loss(self.policy, theta, expert_batch(), cfg.imitation_loss))
