@@ -67,6 +67,10 @@ class Episode:
     model_xml: str = ""
     expert_actions: np.ndarray | None = None
     seed: int | None = None
+    # Extra per-demo metadata (e.g. a deployment's reward provenance, safety events, interruption):
+    # ``attrs`` (str/number/bool) become demo attributes, ``arrays`` datasets under ``extra/``.
+    attrs: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def num_samples(self) -> int:
@@ -255,6 +259,10 @@ class DemoWriter:
                 g.attrs["source"] = episode.source
                 g.attrs["model_file"] = episode.model_xml
                 g.attrs["seed"] = -1 if episode.seed is None else int(episode.seed)
+                for key, value in episode.attrs.items():
+                    g.attrs[key] = value
+                for key, arr in episode.arrays.items():
+                    g.create_dataset(f"extra/{key}", data=arr)
                 g.attrs["num_samples"] = episode.num_samples  # written last among demo attrs: completion mark
                 valid = self.valid_every > 0 and index % self.valid_every == self.valid_every - 1
                 mask = "valid" if valid else "train"
@@ -317,6 +325,17 @@ def read_env_args(f: h5py.File, path: str | os.PathLike) -> dict[str, Any]:
     if missing:
         raise DemoFileError(f"{path}: env_args lacks {missing}")
     return args
+
+
+_CORE_ATTRS = {"num_samples", "task", "task_id", "success", "source", "model_file", "seed"}
+
+
+def _read_extra(g: h5py.Group) -> dict[str, np.ndarray]:
+    if "extra" not in g:
+        return {}
+    out: dict[str, np.ndarray] = {}
+    g["extra"].visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
 
 
 def _attr_str(value: Any) -> str:
@@ -392,6 +411,8 @@ class DemoReader:
             model_xml=_attr_str(g.attrs.get("model_file", "")),
             expert_actions=g["expert_actions"][()] if "expert_actions" in g else None,
             seed=None if seed < 0 else seed,
+            attrs={k: _attr_str(v) if isinstance(v, bytes) else v for k, v in g.attrs.items() if k not in _CORE_ATTRS},
+            arrays=_read_extra(g),
         )
 
     def _group(self, name: str) -> h5py.Group:

@@ -23,6 +23,7 @@ EVAL_SEED_OFFSET = 1_000_003
 @dataclass
 class AdaptationResult:
     rows: list[dict[str, float]]  # one per step: step, success, return, episodes, final_<extra>...
+    # (eval_episodes=0: one per adaptation step, from its training rollouts, labelled with the step they ran at)
     per_task_success: np.ndarray  # [steps + 1, num_tasks]
     final_params: list[Params]
     last_eval: RolloutBatch
@@ -48,14 +49,19 @@ def run_adaptation(
     episodes = 0
     evals: list[RolloutBatch] = []
 
-    def evaluate(step: int) -> None:
-        batch = sampler.collect(
-            tasks,
-            eval_episodes,
-            PolicyActor(policy, params, deterministic=True),
-            seed=seed + EVAL_SEED_OFFSET,
-            progress=f"eval step {step}" if progress else None,
-        )
+    def evaluate(step: int, rollouts: RolloutBatch | None = None) -> None:
+        if eval_episodes == 0:  # hardware: no separate evaluation episodes; report the training rollouts
+            if rollouts is None:
+                return
+            step, batch = step - 1, rollouts  # they ran with the parameters of the previous step
+        else:
+            batch = sampler.collect(
+                tasks,
+                eval_episodes,
+                PolicyActor(policy, params, deterministic=True),
+                seed=seed + EVAL_SEED_OFFSET,
+                progress=f"eval step {step}" if progress else None,
+            )
         evals.append(batch)
         per_task.append(batch.per_task(batch.episode_success.astype(float)))
         rows.append({"step": step, **batch.summary(), "episodes": episodes})
@@ -72,5 +78,5 @@ def run_adaptation(
         episodes += batch.num_episodes
         task_batches = split_by_task(policy, batch, params, gamma, baseline)
         params = [adapt_detached(policy, p, step_sizes, tb) for p, tb in zip(params, task_batches)]
-        evaluate(step)
+        evaluate(step, batch)
     return AdaptationResult(rows, np.stack(per_task), params, evals[-1], evals[0])

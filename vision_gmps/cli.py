@@ -6,6 +6,9 @@
     vgmps collect [hydra overrides]      record demonstrations to HDF5
     vgmps demos   info|validate|replay|merge ...
     vgmps envs    show FAMILY ...        contact sheet and video of what the camera sees
+    vgmps deploy  checkpoint=PATH robot=sim|socket|lerobot   adapt on a robot, every episode kept
+    vgmps robot   serve --robot ...      the robot server, on the arm's computer
+    vgmps export  CHECKPOINT [--params]  ONNX for control-rate inference
 
 Subcommands are imported lazily so ``vgmps demos info`` does not pay for torch.
 """
@@ -22,6 +25,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("demos.cli", "record demonstrations to an HDF5 file"),
     "demos": ("demos.cli", "inspect, validate, replay and merge demo files"),
     "envs": ("robot_envs.cli", "look at task families: contact sheets and videos"),
+    "deploy": ("vision_gmps.deploy", "adapt a checkpoint on a robot (simulated or real), keeping every episode"),
+    "robot": ("robot_envs.robots.cli", "serve a robot over a socket: run on the arm's computer"),
+    "export": ("vision_gmps.export", "export a policy (adapted or not) to ONNX; --bench times it"),
 }
 
 
