@@ -1,0 +1,206 @@
+"""``vgmps deploy`` end to end (socket robot, scripted operator), resume, the LeRobot adapter and ONNX export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from demos.cli import demos_main
+from demos.hdf5 import DemoReader, DemoWriter
+from robot_envs import Task
+from robot_envs.robots import RobotFault, make_robot
+from robot_envs.robots.lerobot import LeRobotAdapter
+from robot_envs.robots.reward import DetectorReward, scripted_operator
+from robot_envs.robots.safety import SafeRobot, SafetyLimits
+from tests.helpers import tiny_policy
+from tests.test_deploy_faults import TOKEN, start_server_process
+from vision_gmps.config import ConfigError, load_config
+from vision_gmps.deploy import deploy, deploy_main
+from vision_gmps.deploy_collector import DeployDisplay, RobotCollector
+from vision_gmps.export import export_onnx, latency, max_action_difference
+from vision_gmps.rollouts import PolicyActor
+from vision_gmps.train import train
+
+TINY = ["wandb.mode=disabled", "env.tasks.train=3", "env.kwargs.horizon=6", "env.kwargs.image_size=[16,16]",
+        "policy.conv_channels=[4,4]", "policy.conv_strides=[2,1]", "policy.hidden_sizes=[16]", "algo.rollouts_per_task=2",
+        "algo.outer_steps=1", "train.eval_every=0", "train.checkpoint_every=1", "sampler.num_envs=2", "torch_threads=1"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A tiny meta-trained point checkpoint (one MAML iteration)."""
+    run = tmp_path_factory.mktemp("run")
+    train(load_config(["algo=maml", *TINY, f"run_dir={run}", "train.iterations=1"]))
+    return run / "checkpoints" / "last.pt"
+
+
+def _args(checkpoint: Path, out: Path, *extra: str) -> list[str]:
+    # Generous deadlines: the CI machine is shared; the fault tests exercise the short ones.
+    return [f"checkpoint={checkpoint}", f"output={out}", "control_hz=0", "rollouts_per_task=2", "display=false",
+            "estop_keys=false", "export_onnx=false", "safety.watchdog_s=5", "safety.max_frame_age_s=5", *extra]
+
+
+def test_deploy_on_the_socket_robot_with_a_scripted_operator_validates_and_replays(checkpoint, tmp_path, monkeypatch, capsys):
+    proc, port = start_server_process({"family": "point", "family_kwargs": {"image_size": [16, 16], "horizon": 6}})
+    monkeypatch.setenv("VGMPS_ROBOT_TOKEN", TOKEN)
+    out = tmp_path / "deploy" / "episodes.hdf5"
+    try:
+        code = deploy_main(_args(checkpoint, out, "robot=socket", f"robot.kwargs.port={port}", "robot.kwargs.timeout_s=10",
+                                 "reward.source=operator",
+                                 "reward.scripted_answers=yn", "steps=1", "eval_episodes=1", "export_onnx=true"))
+    finally:
+        proc.kill()
+    assert code == 0, capsys.readouterr().err
+    assert demos_main(["validate", str(out)]) == 0
+    assert demos_main(["replay", str(out), "--all", "--mode", "states"]) == 0  # frames identical from stored states
+    with DemoReader(out) as r:
+        eps = [r.episode(n) for n in r.demos]
+        deploy_args = r.env_args["deploy"]
+    assert len(eps) == 1 + 2 + 1  # eval before, two rollouts, eval after
+    assert [e.success for e in eps] == [True, False, True, False]  # the script's answers, in order
+    assert all(e.attrs["reward_source"] == "operator(scripted)" and e.source == "deploy:socket" for e in eps)
+    assert all(e.rewards[-1] == float(e.success) and e.rewards[:-1].sum() == 0 for e in eps)
+    assert deploy_args["robot"]["via"] == f"socket 127.0.0.1:{port}" and deploy_args["simulated"]
+    # The episodes after the step ran with the adapted parameters, which the file records.
+    before, after = eps[0].arrays, eps[-1].arrays
+    assert any(not np.array_equal(before[k], after[k]) for k in before if k.startswith("params/"))
+    results = json.loads((out.parent / "deploy_results.json").read_text())
+    assert [r["step"] for r in results] == [0, 1] and results[0]["success"] == 1.0
+    assert (out.parent / "policy_task0.onnx").exists() and (out.parent / "adapted_params.pt").exists()
+
+
+def test_interrupted_deploy_resumes_without_running_finished_episodes_again(checkpoint, tmp_path, capsys):
+    out = tmp_path / "episodes.hdf5"
+    base = _args(checkpoint, out, "reward.source=simulator", "steps=2", "eval_episodes=0")
+    # The camera fails during the second adaptation step's rollouts (after 2 episodes x 6 steps + 3).
+    assert deploy_main([*base, "robot.kwargs.camera_fails_after=15"]) == 1
+    err = capsys.readouterr().err
+    assert "camera stopped delivering frames" in err and "resume=true" in err
+    with DemoReader(out) as r:
+        first = [r.episode(n) for n in r.demos]
+    assert [e.attrs["interrupted"] for e in first] == [False, False, True] and first[-1].num_samples == 3
+    assert deploy_main(base) == 2 and "exists; pass resume=true" in capsys.readouterr().err  # nothing overwritten
+    assert deploy_main([*base, "resume=true", "seed=1"]) == 2 and "seed" in capsys.readouterr().err
+    assert deploy_main([*base, "resume=true"]) == 0
+    with DemoReader(out) as r:
+        second = [r.episode(n) for n in r.demos]
+    assert len(second) == 3 + 2  # only step 2's two rollouts ran on the robot
+    assert [(e.attrs["deploy_call"], e.attrs["deploy_slot"]) for e in second[3:]] == [(1, 0), (1, 1)]
+    np.testing.assert_array_equal(second[0].obs["image"], first[0].obs["image"])
+
+
+def test_deploy_refuses_bad_setups_before_moving(checkpoint, tmp_path):
+    with pytest.raises(ConfigError, match=r"robot gives image \(8, 8, 3\).*the policy needs image \(16, 16, 3\)"):
+        deploy(load_config(_args(checkpoint, tmp_path / "a.hdf5", "reward.source=simulator",
+                                 "robot.kwargs.family_kwargs={image_size:[8,8]}"), config_name="deploy"))
+    with pytest.raises(ConfigError, match="terminal"):
+        deploy(load_config(_args(checkpoint, tmp_path / "b.hdf5", "reward.source=operator"), config_name="deploy"))
+    with pytest.raises(ConfigError, match="detector"):
+        deploy(load_config(_args(checkpoint, tmp_path / "c.hdf5", "reward.source=detector"), config_name="deploy"))
+    assert not any(tmp_path.glob("*.hdf5"))
+
+
+def judge_by_proprio(obs) -> bool:
+    """A user's success detector (named as tests.test_deploy:judge_by_proprio)."""
+    return bool(obs["proprio"][0] > 0)
+
+
+def test_detector_and_scripted_operator_rewards():
+    detector = DetectorReward("tests.test_deploy:judge_by_proprio")
+    assert detector.step({"proprio": np.array([0.2, 0.0])}) == 1.0 and detector.provenance.startswith("detector:")
+    rewards, success = scripted_operator("ny").finish([0.0, 0.0, 0.0], episode=1)
+    assert success and rewards.tolist() == [0.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="module:function"):
+        DetectorReward("no_colon")
+    with pytest.raises(ValueError, match="y/n"):
+        scripted_operator("maybe")
+
+
+class StandInLeRobot:
+    """Same method names and feature dicts as a LeRobot follower arm (two joints and a camera)."""
+
+    def __init__(self) -> None:
+        self.is_connected = False
+        self.joints = {"shoulder_pan.pos": 0.0, "elbow_flex.pos": 10.0}
+        self.sent: list[dict] = []
+        self.calibrated_on_connect = None
+
+    @property
+    def observation_features(self) -> dict:
+        return {**{k: float for k in self.joints}, "front": (24, 32, 3)}
+
+    @property
+    def action_features(self) -> dict:
+        return {k: float for k in self.joints}
+
+    def connect(self, calibrate: bool = True) -> None:
+        self.is_connected, self.calibrated_on_connect = True, calibrate
+
+    def disconnect(self) -> None:
+        self.is_connected = False
+
+    def get_observation(self) -> dict:
+        image = np.full((24, 32, 3), 100, np.uint8)
+        image[:, 16:] = 200
+        return {**self.joints, "front": image}
+
+    def send_action(self, action: dict) -> dict:
+        # LeRobot's max_relative_target: no joint moves more than 2 units per step
+        sent = {k: float(np.clip(v, self.joints[k] - 2.0, self.joints[k] + 2.0)) for k, v in action.items()}
+        self.joints.update(sent)
+        self.sent.append(sent)
+        return sent
+
+
+def test_lerobot_adapter_drives_a_lerobot_style_robot(tmp_path):
+    arm = StandInLeRobot()
+    robot = LeRobotAdapter(arm, image_size=[8, 8], action_scale=5.0)
+    robot.connect(calibrate=False)
+    assert arm.calibrated_on_connect is False
+    assert robot.observation_features == {"image": (8, 8, 3), "proprio": (2,)}
+    obs = robot.get_observation()
+    assert obs["image"].shape == (8, 8, 3) and obs["image"][0, 0, 0] == 100 and obs["image"][0, -1, 0] == 200
+    sent = robot.send_action(np.array([1.0, 0.2], np.float32))  # asks +5 and +1: the arm clips the first to +2
+    np.testing.assert_allclose(sent, [0.4, 0.2], atol=1e-6)
+    assert arm.joints == pytest.approx({"shoulder_pan.pos": 2.0, "elbow_flex.pos": 11.0})
+    # ...and the deploy loop runs on it through the safety layer.
+    safe = SafeRobot(robot, SafetyLimits(watchdog_s=1.0))
+    env_args = {"env_name": "point", "type": 100, "env_kwargs": {}, "family": "point", "camera": "front",
+                "image_size": [8, 8], "horizon": 3, "action_dim": 2, "proprio_dim": 2,
+                "obs_keys": {"image": "front_image", "proprio": "proprio"}}
+    policy = tiny_policy(image=8)
+    actor = PolicyActor(policy, [policy.params()])
+    collector = RobotCollector(safe, scripted_operator("y"), 3, DemoWriter(tmp_path / "l.hdf5", env_args, 0), {},
+                               DeployDisplay(False, 50.0), "deploy:lerobot", control_hz=0)
+    batch = collector.collect([Task("point", "deploy", 0, {})], 1, actor, seed=0)
+    safe.close()
+    assert batch.actions.shape == (1, 3, 2) and batch.rewards[0, -1] == 1.0 and len(arm.sent) > 3
+    with pytest.raises(ValueError, match="lacks LeRobot's robot protocol"):
+        LeRobotAdapter(object())
+    with pytest.raises(RobotFault, match="components"):
+        robot.send_action(np.zeros(3))
+
+
+def test_robot_lookup_names_the_choices():
+    with pytest.raises(ValueError, match="sim.*module:Class"):
+        make_robot("no_such_robot")
+    with pytest.raises(ValueError, match="not a subclass"):
+        make_robot("tests.test_deploy:StandInLeRobot")
+
+
+@pytest.mark.parametrize("offset", [None, -1.0])
+def test_onnx_export_matches_pytorch_with_adapted_parameters(tmp_path, offset):
+    policy = tiny_policy(dtype=torch.float32, image=16, offset_log_std=offset)
+    g = torch.Generator().manual_seed(3)
+    adapted = {n: policy.params()[n].detach() + 0.3 * torch.randn(policy.params()[n].shape, generator=g)
+               for n in policy.adapted_names}
+    path = export_onnx(policy, adapted, tmp_path / "p.onnx")
+    assert max_action_difference(path, policy, adapted, n=64) < 1e-5
+    # the adapted values are in the graph: the meta-trained parameters give other actions
+    assert max_action_difference(path, policy, None, n=8) > 1e-3
+    timing = latency(path, policy, adapted, runs=20)
+    assert timing["onnxruntime_p50_ms"] > 0 and timing["budget_ms"] == 50.0
