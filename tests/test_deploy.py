@@ -204,3 +204,33 @@ def test_onnx_export_matches_pytorch_with_adapted_parameters(tmp_path, offset):
     assert max_action_difference(path, policy, None, n=8) > 1e-3
     timing = latency(path, policy, adapted, runs=20)
     assert timing["onnxruntime_p50_ms"] > 0 and timing["budget_ms"] == 50.0
+
+
+@pytest.mark.parametrize("family", ["push", "door"])
+def test_sim_robot_on_push_and_door_keeps_exactly_replayable_episodes(tmp_path, family):
+    from robot_envs.robots.reward import SimulatorReward
+    from robot_envs.robots.sim import SimRobot
+    from vision_gmps.deploy import _env_args
+
+    robot = SimRobot(family, {"image_size": [16, 16], "horizon": 3})
+    robot.connect()
+    start = robot.get_observation()["proprio"][:3].astype(float)
+    # A 1 cm box around the start, in metres on the end-effector position: a full-speed action leaves it.
+    limits = SafetyLimits(workspace_low=list(start - 0.01), workspace_high=list(start + 0.01), position_indices=[0, 1, 2],
+                          action_scale=0.05, max_action=1.0, watchdog_s=5.0, max_frame_age_s=5.0)
+    safe = SafeRobot(robot, limits)
+    trained = load_config([f"env={family}"])
+    env_args = _env_args(robot, trained, 3, {"checkpoint": "none"})
+    path = tmp_path / f"{family}.hdf5"
+    act_dim = robot.action_features["action"][0]
+    collector = RobotCollector(safe, SimulatorReward(), 3, DemoWriter(path, env_args, 0), {}, DeployDisplay(False, 50.0),
+                               "deploy:sim", control_hz=0)
+    task = robot.family.sample("test", 1, 0)[0]
+    collector.collect([task], 1, lambda obs, states, groups: np.ones((1, act_dim), np.float32), seed=0)
+    safe.close()
+    robot.disconnect()
+    with DemoReader(path) as r:
+        ep = r.episode(r.demos[0])
+    assert "clip_workspace" in ep.attrs["safety_events"]
+    assert np.all(ep.actions[:, :3] <= 0.01 / 0.05 + 1e-6)  # the box limited the step, in metres
+    assert demos_main(["replay", str(path), "--mode", "states"]) == 0

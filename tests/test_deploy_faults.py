@@ -227,3 +227,25 @@ def test_robot_server_killed_mid_episode(tmp_path):
             safe.close()
         if proc.poll() is None:
             proc.kill()
+
+
+class OldFrameRobot(SimRobot):
+    """A camera whose frames arrive 10 s late (a driver with a stuck buffer)."""
+
+    def get_observation(self):
+        return {**super().get_observation(), "timestamp": time.time() - 10.0}
+
+
+def test_refuses_to_start_on_a_stale_frame_or_an_unreachable_robot():
+    from robot_envs.robots import CameraFault, RobotFault
+
+    robot = OldFrameRobot(**POINT)
+    safe = SafeRobot(robot, BOX)
+    with pytest.raises(CameraFault, match="refusing to start: camera frame is 10.* s old"):
+        safe.preflight()
+    assert robot.actions_sent == 0
+    safe.close()
+    unreachable = SafeRobot(SocketRobot("127.0.0.1", 9, token=TOKEN), BOX)  # port 9 (discard): nothing listens
+    with pytest.raises(RobotFault, match="refusing to start: cannot reach the robot server.*vgmps robot serve"):
+        unreachable.preflight()
+    unreachable.close()
