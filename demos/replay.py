@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from demos.collect import rebuild_family
-from demos.hdf5 import DemoReader, Episode
+from demos.hdf5 import DemoFileError, DemoReader, Episode
 
 MODES = ("states", "actions", "both")
 
@@ -76,6 +76,9 @@ def replay_demo(path: str | Path, demo: str, mode: str = "both") -> tuple[Replay
     with DemoReader(path) as reader:
         env_args = reader.env_args
         ep = reader.episode(demo)
+    if env_args.get("deploy", {}).get("simulated") is False:
+        raise DemoFileError(f"{path}: recorded on a real arm ({env_args['deploy'].get('robot', {}).get('robot')}); there is "
+                            "no simulator state to replay. `vgmps demos info` and `validate` work on it")
     family = rebuild_family(env_args)
     env = family.make_env(ep.task)
     try:

@@ -91,6 +91,9 @@ def test_interrupted_deploy_resumes_without_running_finished_episodes_again(chec
     assert len(second) == 3 + 2  # only step 2's two rollouts ran on the robot
     assert [(e.attrs["deploy_call"], e.attrs["deploy_slot"]) for e in second[3:]] == [(1, 0), (1, 1)]
     np.testing.assert_array_equal(second[0].obs["image"], first[0].obs["image"])
+    # eval_episodes=0: no separate evaluation episodes; each step's rollouts are reported at the step they ran at
+    rows = json.loads((tmp_path / "deploy_results.json").read_text())
+    assert [(r["step"], r["episodes"]) for r in rows] == [(0, 2), (1, 4)]
 
 
 def test_deploy_refuses_bad_setups_before_moving(checkpoint, tmp_path):

@@ -136,6 +136,8 @@ def deploy(cfg: DictConfig) -> AdaptationResult:
     run_dir = Path(cfg.run_dir) if cfg.run_dir else output.parent
 
     rcfg = OmegaConf.to_container(cfg.robot, resolve=True)
+    if rcfg.get("name") in (None, "???"):
+        raise ConfigError("robot.name is not set: pass robot=sim|socket|lerobot, or robot=custom robot.name=module:Class")
     kwargs = dict(rcfg.get("kwargs") or {})
     if rcfg["name"] == "sim" and kwargs.get("family") is None:  # rehearse on the simulator the policy was trained in
         kwargs["family"] = trained.env.family

@@ -84,7 +84,7 @@ class DeployDisplay:
         table.add_row("step", f"{f['step']}/{f['horizon']}")
         table.add_row("reward so far", f"{f['reward']:.2f}   last episode: {f['last']}")
         over = " [red]over budget[/red]" if f["ms"] > self.budget_ms else ""
-        table.add_row("time per step", f"{f['ms']:.1f} ms (budget {self.budget_ms:.0f} ms){over}")
+        table.add_row("time per step", f"{f['ms']:.1f} ms of the {self.budget_ms:.0f} ms control period{over}")
         table.add_row("safety events", "\n".join(self.events) or "none")
         table.add_row("keys", "e / space / Esc: emergency stop   (also Ctrl-C, kill -USR1)")
         return Group(table)
@@ -107,7 +107,7 @@ class RobotCollector:
         robot.on_event = self._on_event
 
     def _on_event(self, event: SafetyEvent) -> None:
-        self.display.event(f"ep {self.episode_number} step {event.step}: {event.kind}: {event.detail}")
+        self.display.event(f"ep {self.episode_number + 1} step {event.step}: {event.kind}: {event.detail}")
 
     def close(self) -> None:
         pass
@@ -142,7 +142,7 @@ class RobotCollector:
             if stop is None:
                 return episode
             if isinstance(stop, WatchdogTripped) and attempt < self.retries:
-                self.display.event(f"episode {self.episode_number - 1} interrupted ({stop}); kept on disk, running it again")
+                self.display.event(f"episode {self.episode_number} interrupted ({stop}); kept on disk, running it again")
                 log.warning("episode interrupted: %s; the arm was held; running the slot again (%d/%d)",
                             stop, attempt + 1, self.retries)
                 continue
@@ -162,7 +162,7 @@ class RobotCollector:
     def _episode(self, call: int, slot: int, task: Task, group: int, act: Any, offsets: np.ndarray | None,
                  sha: str, phase: str) -> tuple[Episode, Exception | None]:
         number = self.episode_number
-        self.display.update(phase=phase, episode=number, step=0, horizon=self.horizon, reward=0.0)
+        self.display.update(phase=phase, episode=number + 1, step=0, horizon=self.horizon, reward=0.0)
         self.robot.robot.set_task(task)
         obs = self.robot.start_episode()  # a fault here stops the run before anything moved
         images, proprio, states = [obs["image"]], [obs["proprio"]], [self._state(obs)]
@@ -183,9 +183,9 @@ class RobotCollector:
                 proprio.append(obs["proprio"])
                 states.append(self._state(obs))
                 rewards.append(self.reward.step(obs))
+                step_ms.append(1000 * (time.perf_counter() - t0))  # policy + command + observation, before pacing
                 if self.period:
                     time.sleep(max(0.0, self.period - (time.perf_counter() - t0)))
-                step_ms.append(1000 * (time.perf_counter() - t0))
                 self.display.update(step=len(sent), reward=float(sum(rewards)), ms=step_ms[-1])
         except (RobotFault, FloatingPointError) as err:
             stop = err

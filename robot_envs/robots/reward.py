@@ -83,7 +83,7 @@ def key_prompt(read_key: Callable[[], str] | None = None) -> Ask:
 
     def ask(episode: int) -> bool:
         while True:
-            print(f"\nepisode {episode} finished: success? [y/n] ", end="", flush=True)
+            print(f"\nepisode {episode + 1} finished: success? [y/n] ", end="", flush=True)
             key = (read_key() if read_key else sys.stdin.readline()).strip().lower()[:1]
             if key in ("y", "n"):
                 return key == "y"
