@@ -117,7 +117,7 @@ def test_detector_and_scripted_operator_rewards():
     assert detector.step({"proprio": np.array([0.2, 0.0])}) == 1.0 and detector.provenance.startswith("detector:")
     rewards, success = scripted_operator("ny").finish([0.0, 0.0, 0.0], episode=1)
     assert success and rewards.tolist() == [0.0, 0.0, 1.0]
-    with pytest.raises(ValueError, match="module:function"):
+    with pytest.raises(ValueError, match="module:name"):
         DetectorReward("no_colon")
     with pytest.raises(ValueError, match="y/n"):
         scripted_operator("maybe")

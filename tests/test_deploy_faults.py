@@ -249,3 +249,15 @@ def test_refuses_to_start_on_a_stale_frame_or_an_unreachable_robot():
     with pytest.raises(RobotFault, match="refusing to start: cannot reach the robot server.*vgmps robot serve"):
         unreachable.preflight()
     unreachable.close()
+
+
+def test_terminal_keys_trigger_the_estop_and_answer_the_prompt():
+    from robot_envs.robots.keys import TerminalKeys
+    from robot_envs.robots.reward import key_prompt
+
+    estop = EStop()
+    keys = TerminalKeys(estop)
+    keys.feed("y")
+    assert not estop.triggered and key_prompt(keys.read_answer)(0) is True
+    keys.feed("e")
+    assert estop.triggered and "key" in estop.reason

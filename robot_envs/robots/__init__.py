@@ -5,10 +5,9 @@ Nothing here imports ``demos`` or ``vision_gmps``: a driver on the arm's compute
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from robot_envs.robots.base import CameraFault, Observation, Robot, RobotFault
+from robot_envs.robots.base import CameraFault, Observation, Robot, RobotFault, load_object
 
 # name -> "module:Class"; imported lazily so the robot server does not pay for torch or robosuite.
 ROBOTS: dict[str, str] = {
@@ -23,11 +22,7 @@ def resolve_robot_class(name: str) -> type:
     target = ROBOTS.get(name, name)
     if ":" not in target:
         raise ValueError(f"unknown robot {name!r}; use one of {sorted(ROBOTS)} or 'module:Class' for your own Robot")
-    module_name, class_name = target.split(":", 1)
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"robot {name!r}: cannot import {target} ({err})") from err
+    cls = load_object(target, "robot")
     if not (isinstance(cls, type) and issubclass(cls, Robot)):
         raise ValueError(f"robot {name!r}: {target} is not a subclass of robot_envs.robots.Robot")
     return cls

@@ -22,6 +22,7 @@ has one, a gripper command.
 from __future__ import annotations
 
 import abc
+import importlib
 from typing import Any
 
 import numpy as np
@@ -110,3 +111,14 @@ def check_observation(obs: Observation, features: dict[str, Any]) -> None:
     proprio = np.asarray(obs["proprio"])
     if proprio.shape != tuple(features["proprio"]) or not np.all(np.isfinite(proprio)):
         raise RobotFault(f"observation proprio {proprio.tolist()} is not a finite vector of shape {tuple(features['proprio'])}")
+
+
+def load_object(spec: str, what: str) -> Any:
+    """``"module:attr"`` -> the object; a bad spec gets a message naming ``what`` it was meant to be."""
+    if ":" not in spec:
+        raise ValueError(f"{what} {spec!r} must be 'module:name'")
+    module_name, attr = spec.split(":", 1)
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cannot load {what} {spec!r}: {err}") from err

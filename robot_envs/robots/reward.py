@@ -8,13 +8,12 @@ The ``provenance`` string is stored with every episode, so a file says how it wa
 
 from __future__ import annotations
 
-import importlib
 import sys
 from typing import Any, Callable
 
 import numpy as np
 
-from robot_envs.robots.base import Observation
+from robot_envs.robots.base import Observation, load_object
 
 Ask = Callable[[int], bool]  # episode number -> did it succeed?
 
@@ -92,13 +91,7 @@ def key_prompt(read_key: Callable[[], str] | None = None) -> Ask:
 
 
 def load_callable(spec: str) -> Callable[..., Any]:
-    if ":" not in spec:
-        raise ValueError(f"success detector {spec!r} must be 'module:function'")
-    module_name, attr = spec.split(":", 1)
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"cannot load success detector {spec!r}: {err}") from err
+    fn = load_object(spec, "success detector")
     if not callable(fn):
         raise ValueError(f"success detector {spec!r} is not callable")
     return fn
