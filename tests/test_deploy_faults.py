@@ -19,7 +19,7 @@ from demos.hdf5 import DemoReader, DemoWriter, validate
 from robot_envs import Task
 from robot_envs.robots.remote import AuthenticationError, RobotServer, SocketRobot, check_listen_address
 from robot_envs.robots.reward import SimulatorReward
-from robot_envs.robots.safety import EStop, SafeRobot, SafetyLimits
+from robot_envs.robots.safety import EmergencyStop, EStop, SafeRobot, SafetyLimits
 from robot_envs.robots.sim import SimRobot
 from tests.helpers import tiny_policy
 from vision_gmps.deploy_collector import DeployDisplay, DeployStopped, RobotCollector
@@ -261,3 +261,27 @@ def test_terminal_keys_trigger_the_estop_and_answer_the_prompt():
     assert not estop.triggered and key_prompt(keys.read_answer)(0) is True
     keys.feed("e")
     assert estop.triggered and "key" in estop.reason
+    with pytest.raises(EmergencyStop, match="operator"):
+        keys.read_answer()
+
+
+def test_server_holds_the_arm_when_its_client_goes_quiet_or_away():
+    sim = SimRobot(**POINT)
+    server = RobotServer(sim, TOKEN, watchdog_s=0.2).start()
+    try:
+        client = SocketRobot(*server.address, token=TOKEN, timeout_s=10.0)
+        client.connect()
+        client.send_action(np.array([0.5, 0.5], np.float32))
+        deadline = time.time() + 5.0
+        while not sim.held and time.time() < deadline:  # the client (policy process) stalls
+            time.sleep(0.05)
+        assert sim.held and server.watchdog_holds >= 1
+        client.send_action(np.array([0.5, 0.5], np.float32))
+        assert not sim.held
+        client._sock.close()  # the client process dies without a goodbye
+        deadline = time.time() + 5.0
+        while not sim.held and time.time() < deadline:
+            time.sleep(0.05)
+        assert sim.held
+    finally:
+        server.close()

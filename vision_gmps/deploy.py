@@ -214,6 +214,9 @@ def write_outputs(run_dir: Path, result: AdaptationResult, policy: Any, cfg: Dic
 
 
 def deploy_main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__.strip() + "\n\nkeys: see configs/deploy.yaml and configs/robot/*.yaml; README 'Deploying on a real arm'")
+        return 0
     setup_logging()
     try:
         deploy(load_config(argv, config_name="deploy"))

@@ -192,8 +192,11 @@ class RobotCollector:
         finally:
             self.robot.end_episode()
         if stop is None:
-            final, success = self.reward.finish(rewards, number)
-        else:
+            try:
+                final, success = self.reward.finish(rewards, number)
+            except RobotFault as err:  # e-stop while the operator was being asked: keep the episode, unjudged
+                stop = err
+        if stop is not None:
             final, success = np.asarray(rewards, dtype=np.float32), False
         T = len(sent)
         episode = Episode(

@@ -11,7 +11,7 @@ import sys
 import threading
 from typing import Any
 
-from robot_envs.robots.safety import EStop
+from robot_envs.robots.safety import EmergencyStop, EStop
 
 ESTOP_KEYS = ("e", " ", "\x1b")
 
@@ -30,7 +30,14 @@ class TerminalKeys:
             self.answers.put(key.lower())
 
     def read_answer(self) -> str:
-        return self.answers.get()
+        """Wait for y/n; the e-stop still works while the operator is being asked."""
+        while True:
+            if self.estop.triggered:
+                raise EmergencyStop(f"emergency stop ({self.estop.reason}) while waiting for the operator's verdict")
+            try:
+                return self.answers.get(timeout=0.1)
+            except queue.Empty:
+                continue
 
     def start(self) -> "TerminalKeys":
         if not sys.stdin.isatty():
