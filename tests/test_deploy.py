@@ -21,7 +21,7 @@ from tests.test_deploy_faults import TOKEN, start_server_process
 from vision_gmps.config import ConfigError, load_config
 from vision_gmps.deploy import deploy, deploy_main
 from vision_gmps.deploy_collector import DeployDisplay, RobotCollector
-from vision_gmps.export import export_onnx, latency, max_action_difference
+from vision_gmps.export import export_main, export_onnx, latency, max_action_difference
 from vision_gmps.rollouts import PolicyActor
 from vision_gmps.train import train
 
@@ -70,7 +70,12 @@ def test_deploy_on_the_socket_robot_with_a_scripted_operator_validates_and_repla
     assert any(not np.array_equal(before[k], after[k]) for k in before if k.startswith("params/"))
     results = json.loads((out.parent / "deploy_results.json").read_text())
     assert [r["step"] for r in results] == [0, 1] and results[0]["success"] == 1.0
-    assert (out.parent / "policy_task0.onnx").exists() and (out.parent / "adapted_params.pt").exists()
+    assert (out.parent / "policy_task0.onnx").exists()
+    onnx_path = tmp_path / "again.onnx"
+    assert export_main([str(checkpoint), "--params", str(out.parent / "adapted_params.pt"), "--output", str(onnx_path),
+                        "--bench"]) == 0
+    printed = capsys.readouterr().out
+    assert float(printed.split("max |onnx - pytorch| action on 32 random inputs: ")[1].split()[0]) < 1e-5
 
 
 def test_interrupted_deploy_resumes_without_running_finished_episodes_again(checkpoint, tmp_path, capsys):
@@ -182,6 +187,7 @@ def test_lerobot_adapter_drives_a_lerobot_style_robot(tmp_path):
     batch = collector.collect([Task("point", "deploy", 0, {})], 1, actor, seed=0)
     safe.close()
     assert batch.actions.shape == (1, 3, 2) and batch.rewards[0, -1] == 1.0 and len(arm.sent) > 3
+    assert LeRobotAdapter(factory="tests.test_deploy:StandInLeRobot").action_features == {"action": (2,)}
     with pytest.raises(ValueError, match="lacks LeRobot's robot protocol"):
         LeRobotAdapter(object())
     with pytest.raises(RobotFault, match="components"):

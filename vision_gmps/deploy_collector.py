@@ -187,7 +187,7 @@ class RobotCollector:
                 if self.period:
                     time.sleep(max(0.0, self.period - (time.perf_counter() - t0)))
                 self.display.update(step=len(sent), reward=float(sum(rewards)), ms=step_ms[-1])
-        except (RobotFault, FloatingPointError) as err:
+        except Exception as err:  # noqa: BLE001 - whatever stopped the episode, what ran so far is kept
             stop = err
         finally:
             self.robot.end_episode()
@@ -235,6 +235,8 @@ class RobotCollector:
                             last="interrupted" if stop else ("success" if success else "failure"))
         if self.on_episode:
             self.on_episode(episode)
+        if stop is not None and not isinstance(stop, (RobotFault, FloatingPointError)):
+            raise stop  # a bug, not a fault of the arm: the episode is on disk, the traceback is the message
         return episode, stop
 
     @staticmethod

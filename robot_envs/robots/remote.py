@@ -78,7 +78,7 @@ class RobotServer:
         self._lock = threading.Lock()  # one robot call at a time (handler and watchdog threads)
         self._moving = False  # an action was sent and no hold/reset since
         self._last_command = time.monotonic()
-        self._busy = False
+        self._control = threading.Lock()  # held by the one client that controls the arm
         self._stop = threading.Event()
         self.refused = 0  # clients refused for a wrong token (tests)
         self.watchdog_holds = 0
@@ -130,16 +130,17 @@ class RobotServer:
         return False
 
     def _serve_client(self, conn: socket.socket, peer: Any) -> None:
+        controlling = False
         with conn:
             try:
                 conn.settimeout(5.0)
                 if not self._authenticate(conn):
                     log.warning("refused client %s: wrong token", peer)
                     return
-                if self._busy:
+                if not self._control.acquire(blocking=False):
                     send_message(conn, {"ok": False, "error": "another client controls this arm"})
                     return
-                self._busy = True
+                controlling = True
                 send_message(conn, {"ok": True, "robot": self.robot.name})
                 conn.settimeout(None)
                 while True:
@@ -152,8 +153,8 @@ class RobotServer:
             except (WireError, OSError) as err:
                 log.info("client %s gone (%s)", peer, err)
             finally:
-                if self._busy:
-                    self._busy = False
+                if controlling:
+                    self._control.release()
                     self._hold("the controlling client disconnected")
 
     def _handle(self, header: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
