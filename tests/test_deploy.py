@@ -54,6 +54,7 @@ def test_deploy_on_the_socket_robot_with_a_scripted_operator_validates_and_repla
                                  "reward.scripted_answers=yn", "steps=1", "eval_episodes=1", "export_onnx=true"))
     finally:
         proc.kill()
+        proc.wait()
     assert code == 0, capsys.readouterr().err
     assert demos_main(["validate", str(out)]) == 0
     assert demos_main(["replay", str(out), "--all", "--mode", "states"]) == 0  # frames identical from stored states

@@ -227,6 +227,7 @@ def test_robot_server_killed_mid_episode(tmp_path):
             safe.close()
         if proc.poll() is None:
             proc.kill()
+        proc.wait()
 
 
 class OldFrameRobot(SimRobot):

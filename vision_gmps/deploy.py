@@ -164,6 +164,8 @@ def deploy(cfg: DictConfig) -> AdaptationResult:
                "horizon": horizon, "reward_source": reward.provenance, "safety": OmegaConf.to_container(cfg.safety)}
         finished = load_finished(output, run) if cfg.resume else {}
         writer = DemoWriter(output, _env_args(robot, trained, horizon, run), valid_every=0)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "deploy_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         show = sys.stdout.isatty() if cfg.display == "auto" else bool(cfg.display)
         budget = 1000.0 / cfg.control_hz if cfg.control_hz else 50.0
         with DeployDisplay(show, budget) as display:
