@@ -18,6 +18,7 @@ from robot_envs.robots.reward import DetectorReward, scripted_operator
 from robot_envs.robots.safety import SafeRobot, SafetyLimits
 from tests.helpers import tiny_policy
 from tests.test_deploy_faults import TOKEN, start_server_process
+from vision_gmps.checkpoint import load_checkpoint
 from vision_gmps.config import ConfigError, load_config
 from vision_gmps.deploy import deploy, deploy_main
 from vision_gmps.deploy_collector import DeployDisplay, RobotCollector
@@ -25,7 +26,9 @@ from vision_gmps.export import export_main, export_onnx, latency, max_action_dif
 from vision_gmps.rollouts import PolicyActor
 from vision_gmps.train import train
 
+# goal_radius 0.6: random 6-step episodes sometimes reach the goal, so adaptation has a reward to follow
 TINY = ["wandb.mode=disabled", "env.tasks.train=3", "env.kwargs.horizon=6", "env.kwargs.image_size=[16,16]",
+        "env.kwargs.goal_radius=0.6",
         "policy.conv_channels=[4,4]", "policy.conv_strides=[2,1]", "policy.hidden_sizes=[16]", "algo.rollouts_per_task=2",
         "algo.outer_steps=1", "train.eval_every=0", "train.checkpoint_every=1", "sampler.num_envs=2", "torch_threads=1"]
 
@@ -244,3 +247,23 @@ def test_sim_robot_on_push_and_door_keeps_exactly_replayable_episodes(tmp_path, 
     assert "clip_workspace" in ep.attrs["safety_events"]
     assert np.all(ep.actions[:, :3] <= 0.01 / 0.05 + 1e-6)  # the box limited the step, in metres
     assert demos_main(["replay", str(path), "--mode", "states"]) == 0
+
+
+def test_deploy_on_the_simulator_reproduces_vgmps_adapt_exactly(checkpoint, tmp_path):
+    """The same adaptation code: on the sim robot (full-step limits, the sampler's episode seeds) deploy
+    computes bit-identical adapted parameters and the same success and return as `vgmps adapt`."""
+    from vision_gmps.adapt import adapt
+
+    common = {"num_tasks": 2, "steps": 1, "rollouts_per_task": 3, "eval_episodes": 1}
+    simulated = adapt(load_config(["wandb.mode=disabled", f"adapt.checkpoint={checkpoint}", "sampler.num_envs=1",
+                                   f"run_dir={tmp_path / 'adapt'}", "torch_threads=1",
+                                   *[f"adapt.{k}={v}" for k, v in common.items()]]))["learned"]
+    deployed = deploy(load_config(_args(checkpoint, tmp_path / "d.hdf5", "reward.source=simulator", "safety.max_action=1.0",
+                                        *[f"{k}={v}" for k, v in common.items()]), config_name="deploy"))
+    for a, b in zip(simulated.final_params, deployed.final_params):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    meta = load_checkpoint(checkpoint)["policy"]
+    assert all(any(not torch.equal(meta[k], v) for k, v in p.items()) for p in deployed.final_params)  # it adapted
+    for row_a, row_b in zip(simulated.rows, deployed.rows):
+        assert {k: row_a[k] for k in ("step", "success", "return", "episodes")} == \
+               {k: row_b[k] for k in ("step", "success", "return", "episodes")}

@@ -27,7 +27,7 @@ from robot_envs import Task
 from robot_envs.robots import RobotFault
 from robot_envs.robots.reward import RewardSource
 from robot_envs.robots.safety import SafeRobot, SafetyEvent, WatchdogTripped
-from vision_gmps.rollouts import RolloutBatch
+from vision_gmps.rollouts import RolloutBatch, episode_seed
 
 log = logging.getLogger("vision_gmps")
 RESUME_HINT = "rerun the same command with resume=true to continue from the last finished episode"
@@ -132,13 +132,14 @@ class RobotCollector:
                     episodes.append(stored)
                     self.display.update(reused=self.display.fields["reused"] + 1)
                     continue
-                episodes.append(self._run_slot(call, slot, task, i, act, offsets, sha, progress or ""))
+                episodes.append(self._run_slot(call, slot, task, i, act, offsets, sha, progress or "",
+                                               episode_seed(seed, slot)))
         return self._batch(tasks, episodes)
 
     def _run_slot(self, call: int, slot: int, task: Task, group: int, act: Any, offsets: np.ndarray | None,
-                  sha: str, phase: str) -> Episode:
+                  sha: str, phase: str, seed: int) -> Episode:
         for attempt in range(self.retries + 1):
-            episode, stop = self._episode(call, slot, task, group, act, offsets, sha, phase)
+            episode, stop = self._episode(call, slot, task, group, act, offsets, sha, phase, seed)
             if stop is None:
                 return episode
             if isinstance(stop, WatchdogTripped) and attempt < self.retries:
@@ -160,11 +161,12 @@ class RobotCollector:
         return f"{type(stop).__name__}: {stop}. The arm is held. {kept}. {what}, then {RESUME_HINT}."
 
     def _episode(self, call: int, slot: int, task: Task, group: int, act: Any, offsets: np.ndarray | None,
-                 sha: str, phase: str) -> tuple[Episode, Exception | None]:
+                 sha: str, phase: str, seed: int) -> tuple[Episode, Exception | None]:
         number = self.episode_number
         self.display.update(phase=phase, episode=number + 1, step=0, horizon=self.horizon, reward=0.0)
         self.robot.robot.set_task(task)
-        obs = self.robot.start_episode()  # a fault here stops the run before anything moved
+        # Seeded as Sampler seeds episode ``slot`` of a collection, so a simulated robot reproduces `vgmps adapt`.
+        obs = self.robot.start_episode(seed)  # a fault here stops the run before anything moved
         images, proprio, states = [obs["image"]], [obs["proprio"]], [self._state(obs)]
         sampled, sent, rewards, step_ms = [], [], [], []
         stop: Exception | None = None
@@ -208,6 +210,7 @@ class RobotCollector:
             states=np.stack(states[:-1]) if T else np.zeros((0, 0)),
             success=success,
             source=self.source,
+            seed=seed,
             attrs={
                 "reward_source": self.reward.provenance,
                 "interrupted": stop is not None,

@@ -5,7 +5,9 @@ LeRobot users will recognise ``observation_features``, ``action_features``,
 (which returns the action actually sent) and ``disconnect()``. What we add is what
 adaptation on hardware needs and LeRobot leaves to the caller:
 
-* ``reset()`` drives the arm to its home pose and returns the first observation;
+* ``reset()`` drives the arm to its home pose and returns the first observation (a simulated
+  robot may also take ``reset(seed=...)``: the deploy loop then seeds each episode as the
+  simulator's sampler does, so a rehearsal reproduces ``vgmps adapt`` exactly);
 * ``hold()`` stops motion at once (the safety layer's watchdog and e-stop call it);
 * faults are exceptions: ``CameraFault`` when no fresh frame arrives, ``RobotFault``
   for anything else the arm reports. The deploy loop holds the arm, writes the
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import inspect
 from typing import Any
 
 import numpy as np
@@ -122,3 +125,10 @@ def load_object(spec: str, what: str) -> Any:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
         raise ValueError(f"cannot load {what} {spec!r}: {err}") from err
+
+
+def reset_robot(robot: Robot, seed: int | None = None) -> Observation:
+    """``robot.reset(seed=seed)`` where the robot takes a seed (simulators), else ``robot.reset()``."""
+    if seed is not None and "seed" in inspect.signature(robot.reset).parameters:
+        return robot.reset(seed=seed)
+    return robot.reset()

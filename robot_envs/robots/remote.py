@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from robot_envs.robots.base import CameraFault, Observation, Robot, RobotFault
+from robot_envs.robots.base import CameraFault, Observation, Robot, RobotFault, reset_robot
 from robot_envs.robots.wire import PROTOCOL, WireError, decode_observation, encode_observation, recv_message, send_message
 
 log = logging.getLogger("robot_envs.robots")
@@ -169,7 +169,7 @@ class RobotServer:
                         self.robot.connect(calibrate=bool(header.get("calibrate", True)))
                     return {"ok": True}, b""
                 if op in ("get_observation", "reset"):
-                    obs = self.robot.reset() if op == "reset" else self.robot.get_observation()
+                    obs = reset_robot(self.robot, header.get("seed")) if op == "reset" else self.robot.get_observation()
                     self._moving = False if op == "reset" else self._moving
                     head, data = encode_observation(obs)
                     return {"ok": True, **head}, data
@@ -298,8 +298,9 @@ class SocketRobot(Robot):
     def get_observation(self) -> Observation:
         return decode_observation(*self._call("get_observation"))
 
-    def reset(self) -> Observation:
-        return decode_observation(*self._call("reset", timeout_s=self.reset_timeout_s))
+    def reset(self, seed: int | None = None) -> Observation:
+        """``seed`` reaches a simulated robot behind the server; a real arm ignores it."""
+        return decode_observation(*self._call("reset", timeout_s=self.reset_timeout_s, seed=seed))
 
     def send_action(self, action: np.ndarray) -> np.ndarray:
         reply, _ = self._call("send_action", action=np.asarray(action, dtype=np.float64).ravel().tolist())

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from robot_envs.robots.base import CameraFault, Observation, Robot, RobotFault, check_observation
+from robot_envs.robots.base import CameraFault, Observation, Robot, RobotFault, check_observation, reset_robot
 
 log = logging.getLogger("robot_envs.robots")
 
@@ -138,10 +138,10 @@ class SafeRobot:
             raise type(err)(f"refusing to start: {err}") from err
         return obs
 
-    def start_episode(self) -> Observation:
+    def start_episode(self, seed: int | None = None) -> Observation:
         with self._lock:
             self.events, self.step, self._tripped = [], 0, None
-            obs = self.robot.reset()
+            obs = reset_robot(self.robot, seed)
             self._held = False
         check_observation(obs, self.robot.observation_features)
         self._check_fresh(obs, after_action=False)

@@ -82,9 +82,10 @@ class SimRobot(Robot):
             raise RobotFault(f"task {task.task_id} is not a {self.family.name} task")
         self._require().task = task
 
-    def reset(self) -> Observation:
+    def reset(self, seed: int | None = None) -> Observation:
+        """Seeded like the simulator's sampler when ``seed`` is given, else from the robot's own sequence."""
         env = self._require()
-        obs, info = env.reset(seed=self.seed * 100_003 + self._resets)
+        obs, info = env.reset(seed=self.seed * 100_003 + self._resets if seed is None else int(seed))
         self._resets += 1
         self.held = False
         self._obs = self._observation(env, obs, info)
