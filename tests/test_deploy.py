@@ -85,21 +85,29 @@ def test_deploy_on_the_socket_robot_with_a_scripted_operator_validates_and_repla
 def test_interrupted_deploy_resumes_without_running_finished_episodes_again(checkpoint, tmp_path, capsys):
     out = tmp_path / "episodes.hdf5"
     base = _args(checkpoint, out, "reward.source=simulator", "steps=2", "eval_episodes=0")
-    # The camera fails during the second adaptation step's rollouts (after 2 episodes x 6 steps + 3).
-    assert deploy_main([*base, "robot.kwargs.camera_fails_after=15"]) == 1
+    # The camera fails in the second rollout of the second adaptation step (after 3 episodes x 6 steps + 3).
+    assert deploy_main([*base, "robot.kwargs.camera_fails_after=21"]) == 1
     err = capsys.readouterr().err
     assert "camera stopped delivering frames" in err and "resume=true" in err
     with DemoReader(out) as r:
         first = [r.episode(n) for n in r.demos]
-    assert [e.attrs["interrupted"] for e in first] == [False, False, True] and first[-1].num_samples == 3
+    assert [e.attrs["interrupted"] for e in first] == [False, False, False, True] and first[-1].num_samples == 3
     assert deploy_main(base) == 2 and "exists; pass resume=true" in capsys.readouterr().err  # nothing overwritten
     assert deploy_main([*base, "resume=true", "seed=1"]) == 2 and "seed" in capsys.readouterr().err
     assert deploy_main([*base, "resume=true"]) == 0
     with DemoReader(out) as r:
         second = [r.episode(n) for n in r.demos]
-    assert len(second) == 3 + 2  # only step 2's two rollouts ran on the robot
-    assert [(e.attrs["deploy_call"], e.attrs["deploy_slot"]) for e in second[3:]] == [(1, 0), (1, 1)]
+    assert len(second) == 4 + 1  # only the interrupted rollout ran on the robot again
+    assert [(e.attrs["deploy_call"], e.attrs["deploy_slot"]) for e in second[4:]] == [(1, 1)]
     np.testing.assert_array_equal(second[0].obs["image"], first[0].obs["image"])
+    # ...and the result is the uninterrupted run's, bit for bit (the simulator is seeded per episode,
+    # the stored episodes' exploration noise is drawn again).
+    straight = tmp_path / "straight"
+    assert deploy_main(_args(checkpoint, straight / "episodes.hdf5", "reward.source=simulator", "steps=2",
+                             "eval_episodes=0")) == 0
+    resumed_params = torch.load(tmp_path / "adapted_params.pt", weights_only=True)
+    straight_params = torch.load(straight / "adapted_params.pt", weights_only=True)
+    assert all(torch.equal(resumed_params[k], straight_params[k]) for k in straight_params)
     # eval_episodes=0: no separate evaluation episodes; each step's rollouts are reported at the step they ran at
     rows = json.loads((tmp_path / "deploy_results.json").read_text())
     assert [(r["step"], r["episodes"]) for r in rows] == [(0, 2), (1, 4)]

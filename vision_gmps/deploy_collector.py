@@ -129,12 +129,19 @@ class RobotCollector:
                             f"resume: episode for collection {call} slot {slot} in {self.writer.path} ran with other "
                             "parameters than this run computes (another checkpoint, seed or settings?). Use the original "
                             "settings, or a new output= file")
+                    self._advance(act, stored, groups)
                     episodes.append(stored)
                     self.display.update(reused=self.display.fields["reused"] + 1)
                     continue
                 episodes.append(self._run_slot(call, slot, task, i, act, offsets, sha, progress or "",
                                                episode_seed(seed, slot)))
         return self._batch(tasks, episodes)
+
+    @staticmethod
+    def _advance(act: Any, stored: Episode, groups: np.ndarray) -> None:
+        """Draw the exploration noise the stored episode drew, so later episodes sample as in an uninterrupted run."""
+        for t in range(stored.num_samples):
+            act({"image": stored.obs["image"][t : t + 1], "proprio": stored.obs["proprio"][t : t + 1]}, {}, groups)
 
     def _run_slot(self, call: int, slot: int, task: Task, group: int, act: Any, offsets: np.ndarray | None,
                   sha: str, phase: str, seed: int) -> Episode:
