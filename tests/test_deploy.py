@@ -84,7 +84,9 @@ def test_deploy_on_the_socket_robot_with_a_scripted_operator_validates_and_repla
 
 def test_interrupted_deploy_resumes_without_running_finished_episodes_again(checkpoint, tmp_path, capsys):
     out = tmp_path / "episodes.hdf5"
-    base = _args(checkpoint, out, "reward.source=simulator", "steps=2", "eval_episodes=0")
+    # A wide goal radius on the simulator: rewards vary between episodes, so every step changes the parameters.
+    easy = "robot.kwargs.family_kwargs={image_size:[16,16],horizon:6,goal_radius:0.68}"
+    base = _args(checkpoint, out, "reward.source=simulator", "steps=2", "eval_episodes=0", easy)
     # The camera fails in the second rollout of the second adaptation step (after 3 episodes x 6 steps + 3).
     assert deploy_main([*base, "robot.kwargs.camera_fails_after=21"]) == 1
     err = capsys.readouterr().err
@@ -104,10 +106,13 @@ def test_interrupted_deploy_resumes_without_running_finished_episodes_again(chec
     # the stored episodes' exploration noise is drawn again).
     straight = tmp_path / "straight"
     assert deploy_main(_args(checkpoint, straight / "episodes.hdf5", "reward.source=simulator", "steps=2",
-                             "eval_episodes=0")) == 0
+                             "eval_episodes=0", easy)) == 0
     resumed_params = torch.load(tmp_path / "adapted_params.pt", weights_only=True)
     straight_params = torch.load(straight / "adapted_params.pt", weights_only=True)
     assert all(torch.equal(resumed_params[k], straight_params[k]) for k in straight_params)
+    meta = load_checkpoint(checkpoint)["policy"]
+    assert any(not torch.equal(v, meta[k.split("/", 1)[1]]) for k, v in straight_params.items())
+    assert 0 < sum(e.success for e in second) < len(second)
     # eval_episodes=0: no separate evaluation episodes; each step's rollouts are reported at the step they ran at
     rows = json.loads((tmp_path / "deploy_results.json").read_text())
     assert [(r["step"], r["episodes"]) for r in rows] == [(0, 2), (1, 4)]

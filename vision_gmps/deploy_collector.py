@@ -5,6 +5,9 @@ to the deploy file (demo layout) the moment it ends, interrupted ones included. 
 episode records which ``collect`` call and slot it filled and a hash of the parameters it
 ran with: on resume, finished slots are read back from the file instead of run again, and
 a hash that differs (another checkpoint, other settings) stops the run instead of mixing.
+Episodes are seeded as ``Sampler`` seeds them and a read-back episode's exploration noise
+is drawn again, so on a simulated robot a resumed deployment equals an uninterrupted one
+and both equal ``vgmps adapt`` with ``sampler.num_envs=1`` (tests/test_deploy.py).
 """
 
 from __future__ import annotations
