@@ -280,3 +280,21 @@ def test_deploy_on_the_simulator_reproduces_vgmps_adapt_exactly(checkpoint, tmp_
     for row_a, row_b in zip(simulated.rows, deployed.rows):
         assert {k: row_a[k] for k in ("step", "success", "return", "episodes")} == \
                {k: row_b[k] for k in ("step", "success", "return", "episodes")}
+
+
+def test_deploy_with_a_wrong_token_stops_before_anything_moves(checkpoint, tmp_path, monkeypatch, capsys):
+    from robot_envs.robots.remote import RobotServer
+    from robot_envs.robots.sim import SimRobot
+
+    sim = SimRobot("point", {"image_size": [16, 16], "horizon": 6})
+    server = RobotServer(sim, TOKEN).start()
+    monkeypatch.setenv("VGMPS_ROBOT_TOKEN", "someone-elses-token")
+    try:
+        code = deploy_main(_args(checkpoint, tmp_path / "e.hdf5", "robot=socket", f"robot.kwargs.port={server.address[1]}",
+                                 "reward.source=simulator"))
+    finally:
+        server.close()
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "refusing to start" in err and "wrong token" in err and "VGMPS_ROBOT_TOKEN" in err
+    assert server.refused == 1 and sim.actions_sent == 0 and not (tmp_path / "e.hdf5").exists()
