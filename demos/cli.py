@@ -250,6 +250,6 @@ def demos_main(argv: list[str]) -> int:
     handlers = {"info": _info, "validate": _validate, "replay": _replay, "merge": _merge}
     try:
         return handlers[args.command](args, console)
-    except DemoFileError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except UserError as err:
+        print(f"vgmps demos: error: {err}", file=sys.stderr)
         return 1

@@ -472,7 +472,7 @@ def _expected_shapes(env_args: dict[str, Any], path: str) -> tuple[dict[str, Any
 def _validate_open(f: h5py.File, path: str, env_args: dict[str, Any]) -> list[Problem]:
     shapes, problems = _expected_shapes(env_args, path)
     data = f["data"]
-    total = 0
+    total, total_known = 0, True
     names = sorted(data.keys(), key=demo_sort_key)
     for name in names:
         if not DEMO_RE.match(name):
@@ -486,9 +486,11 @@ def _validate_open(f: h5py.File, path: str, env_args: dict[str, Any]) -> list[Pr
         try:
             total += int(data[name].attrs.get("num_samples", 0))
         except (TypeError, ValueError):
-            pass  # already reported by _validate_demo
+            total_known = False  # already reported by _validate_demo; a partial sum would mislead
     repair = REPAIR_HINT.format(path=path)
-    if "total" not in data.attrs:
+    if not total_known:
+        pass
+    elif "total" not in data.attrs:
         problems.append(Problem(path, None, "data has no 'total' attribute", repair, True))
     elif int(data.attrs["total"]) != total:
         problems.append(Problem(path, None, f"data.attrs['total'] is {int(data.attrs['total'])} but the demos hold {total} samples", repair, True))

@@ -48,22 +48,23 @@ def adapt(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Adap
     cfg, given = layer_config(cfg, trained, overrides)
     acfg = cfg.adapt
     check_settings(cfg, "adapt")
-    log.info(describe_sources(cfg, given, ckpt_path))
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
     by_prefix = trained.algo.get("inner_lr_by_param")
     policy, step_sizes = policy_from_checkpoint(state, OmegaConf.to_container(by_prefix) if by_prefix else None)
+    check_env_fits(state, ckpt_path, cfg.env.family)
     family = make_family(cfg.env.family, **cfg.env.kwargs)
-    check_env_fits(state, family, ckpt_path)
+    check_env_fits(state, ckpt_path, family.name, family.horizon)
     tasks = family.sample(acfg.split, acfg.num_tasks, cfg.env.tasks.seed)
     sampler = Sampler(family, cfg.sampler.num_envs, cfg.sampler.backend)
     try:
         space = sampler.vec.single_observation_space
-        check_env_fits(state, family, ckpt_path, {"image": space["image"].shape, "proprio": space["proprio"].shape,
+        check_env_fits(state, ckpt_path, family.name, family.horizon, {"image": space["image"].shape, "proprio": space["proprio"].shape,
                                                   "action": sampler.vec.single_action_space.shape})
     except Exception:
         sampler.close()
         raise
+    log.info(describe_sources(cfg, given, ckpt_path))
     run_dir = Path(cfg.run_dir) if cfg.run_dir else ckpt_path.parent.parent / "adapt"
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "adapt_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

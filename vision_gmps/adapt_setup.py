@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vision_gmps.checkpoint import CheckpointError
-from vision_gmps.config import ConfigError, flat_keys, load_config
+from vision_gmps.config import ConfigError, format_value, flat_keys, load_config
 from vision_gmps.policy import PolicySpec
 
 log = logging.getLogger("vision_gmps")
@@ -56,11 +56,14 @@ def command_line_keys(cfg: DictConfig, overrides: list[str] | None) -> set[str]:
 
 def layer_config(cfg: DictConfig, trained: DictConfig, overrides: list[str] | None) -> tuple[DictConfig, set[str]]:
     """The checkpoint's sections with the caller's keys layered on top; returns (config, keys from the caller)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     given = command_line_keys(cfg, overrides)
+    chosen_groups = {o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides or []))}
     out = cfg.copy()
     with open_dict(out):
-        for section in FROM_CHECKPOINT:
-            if section in trained:
+        for section in FROM_CHECKPOINT:  # ``env=push`` picks a whole group: it replaces the stored section
+            if section in trained and section not in chosen_groups:
                 out[section] = trained[section]
         for key in sorted(given):
             if key.split(".")[0] in FROM_CHECKPOINT:
@@ -73,27 +76,29 @@ def describe_sources(cfg: DictConfig, given: set[str], ckpt: Path) -> str:
     keys = flat_keys(cfg)
     parts = []
     for section in ("adapt", "sampler"):
-        shown = [f"{k}={keys[k]}{'*' if k in given else ''}" for k in keys if k.startswith(section + ".")]
+        shown = [f"{k}={format_value(keys[k])}{'*' if k in given else ''}" for k in keys if k.startswith(section + ".")]
         parts.append(" ".join(shown))
-    env_given = [f"{k}={keys[k]}" for k in sorted(given) if k.startswith(("env.", "algo.", "policy.")) and k in keys]
+    env_given = [f"{k}={format_value(keys[k])}" for k in sorted(given) if k.startswith(("env.", "algo.", "policy.")) and k in keys]
     text = f"settings from the experiment stored in {ckpt} (* = given on the command line):\n  " + "\n  ".join(parts)
     if env_given:
         text += "\n  layered onto the checkpoint's env/algo: " + " ".join(env_given)
     return text
 
 
-def check_env_fits(state: dict[str, Any], family: Any, ckpt: Path, spaces: dict[str, tuple[int, ...]] | None = None) -> None:
+def check_env_fits(state: dict[str, Any], ckpt: Path, family: str, horizon: int | None = None,
+                   spaces: dict[str, tuple[int, ...]] | None = None) -> None:
     """Refuse an env that differs from the checkpoint in what the policy was built for, naming every field.
 
-    Without ``spaces`` (before any env exists) only the family and the horizon are compared.
+    Called three times, each as early as its inputs exist: with the family name (before the
+    family is built), with the horizon (before any env exists), and with the env's spaces.
     """
     saved = PolicySpec.from_dict(state["policy_spec"])
     saved_env = state.get("env_args", {})
     diffs = []
-    if saved_env.get("family") not in (None, family.name):
-        diffs.append(f"family: checkpoint {saved_env['family']}, env {family.name} (env={saved_env['family']})")
-    elif saved_env.get("horizon") is not None and int(saved_env["horizon"]) != int(family.horizon):
-        diffs.append(f"horizon: checkpoint {saved_env['horizon']}, env {family.horizon} (env.kwargs.horizon)")
+    if saved_env.get("family") not in (None, family):
+        diffs.append(f"family: checkpoint {saved_env['family']}, settings {family}")
+    elif horizon is not None and saved_env.get("horizon") is not None and int(saved_env["horizon"]) != int(horizon):
+        diffs.append(f"horizon: checkpoint {saved_env['horizon']}, env {horizon} (env.kwargs.horizon)")
     if spaces is not None and not diffs:
         h, w = spaces["image"][:2]
         if tuple(saved.image_shape[:2]) != (h, w):

@@ -44,7 +44,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or unsafe files
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+        # torch's own message runs to a dozen lines and suggests weights_only=False, which would run code.
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: damaged, truncated, or holding more than tensors "
+                              f"({type(err).__name__}: {reason})") from err
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not a vision-gmps checkpoint (format {FORMAT_VERSION})")
     return state

@@ -107,16 +107,21 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from vision_gmps.config import ConfigError
 
-        print(f"vgmps {name}: error: {err}", file=sys.stderr)
+        message = str(err).replace("(--help lists every key)", f"(`vgmps {name} --help` lists every key)")
+        print(f"vgmps {name}: error: {message}", file=sys.stderr)
         return 2 if isinstance(err, ConfigError) else 1
+    except BrokenPipeError:  # output piped into `head`
+        return 0
+    except SystemExit as exit_:  # argparse subcommands exit on --help and usage errors
+        return exit_.code if isinstance(exit_.code, int) else 2
     except KeyboardInterrupt:
         print(f"vgmps {name}: interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - anything else still gets one line, and the way to the traceback
         if debug:
             raise
-        print(f"vgmps {name}: error: {type(err).__name__}: {err}\n(unexpected; VGMPS_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+        kind = "" if isinstance(err, (ValueError, OSError, FloatingPointError)) else f"{type(err).__name__}: "
+        print(f"vgmps {name}: error: {kind}{err}\n(VGMPS_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
 
 

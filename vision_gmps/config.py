@@ -92,8 +92,11 @@ def _explain(err: Exception, parsed: list[Any], overrides: list[str], config_nam
         known = flat_keys(_compose(config_name, []))
     prefixes = {k.rsplit(".", i)[0] for k in known for i in range(k.count(".") + 1)}
     for o in parsed:
-        if o.key_or_group not in prefixes and not _group_options(o.key_or_group):
-            return f"{o.key_or_group} is not a config key{_did_you_mean(o.key_or_group, sorted(prefixes))} (--help lists every key)"
+        value = o.value() if not o.is_delete() else None
+        names = [f"{o.key_or_group}.{k}" for k in value] if isinstance(value, dict) else [o.key_or_group]
+        for name in names:  # ``env.kwargs={horizonn: 10}`` has its typo inside the dict
+            if name not in prefixes and not _group_options(name):
+                return f"{name} is not a config key{_did_you_mean(name, sorted(prefixes))} (--help lists every key)"
     first = text.splitlines()[0]
     if "Could not override" in first:
         key = first.split("'")[1]
@@ -122,14 +125,14 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = 
     return cfg
 
 
-def _format(value: Any) -> str:
+def format_value(value: Any) -> str:
     """A value as it is written on the command line: ``null``, ``true``, ``[16,16]``."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_format(v) for v in value) + "]"
+        return "[" + ",".join(format_value(v) for v in value) + "]"
     return "{}" if isinstance(value, dict) else str(value)
 
 
@@ -140,5 +143,5 @@ def config_help(config_name: str) -> str:
     lines = ["config groups (pick one with GROUP=OPTION; experiment with +experiment=OPTION):"]
     lines += [f"  {g:<10} {', '.join(_group_options(g))}" for g in groups]
     lines += ["", "keys (KEY=VALUE; defaults shown):"]
-    lines += [f"  {k}={_format(v)}" for k, v in flat_keys(cfg).items()]
+    lines += [f"  {k}={format_value(v)}" for k, v in flat_keys(cfg).items()]
     return "\n".join(lines)
