@@ -44,6 +44,15 @@ ADAPT_INTS: dict[str, tuple[int, str]] = {
     "adapt.rollouts_per_task": (1, "episodes per task per step"),
     "adapt.eval_episodes": (1, "evaluation episodes per task per step"),
 }
+DEMO_INTS: dict[str, tuple[int, str]] = {
+    "demo.demos_per_task": (1, "scripted demos recorded per training task"),
+}
+# Policy shape: lists of positive integers (channels, strides, hidden layer sizes; only the last may be []).
+POSITIVE_LISTS = ("policy.conv_channels", "policy.conv_strides", "policy.hidden_sizes")
+POLICY_INTS: dict[str, tuple[int, str]] = {
+    "policy.kernel_size": (1, "conv kernel size"),
+    "policy.bias_transform_dim": (0, "bias-transform size"),
+}
 # key: (exclusive lower bound, inclusive upper bound or None, allow null)
 FLOATS: dict[str, tuple[float, float | None, bool]] = {
     "algo.inner_lr": (0.0, None, False),
@@ -78,7 +87,16 @@ def check_settings(cfg: DictConfig, job: str) -> None:
     problems: list[str] = []
     ints = dict(INTS)
     if job in ("train", "demo"):
-        ints |= TRAIN_INTS
+        ints |= TRAIN_INTS | POLICY_INTS
+        for key in POSITIVE_LISTS:
+            value = get(key)
+            items = list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else None
+            empty_ok = key == "policy.hidden_sizes"  # [] is a linear head
+            if value != "<absent>" and (items is None or (not items and not empty_ok)
+                                        or not all(_is_int(v) and v >= 1 for v in items)):
+                problems.append(f"{key}={_show(value)}: must be a list of integers >= 1, e.g. [16,16]")
+    if job == "demo":
+        ints |= DEMO_INTS
     if job in ("adapt", "demo"):
         ints |= ADAPT_INTS
     for key, (low, meaning) in ints.items():

@@ -78,10 +78,12 @@ def _run(name: str, rest: list[str]) -> int:
         print(hydra_help(name))
         return 0
     rest = [FLAGS.get(name, {}).get(a, a) for a in rest]
-    if name == "collect":  # typos get the closest key here too (demos/ cannot import our config helper)
+    if name in ("train", "demo", "collect"):
+        # Compose once before importing the subcommand: a typo is reported before torch loads, and
+        # collect's typos get the closest key too (demos/ cannot import our config helper).
         from vision_gmps.config import load_config
 
-        load_config(rest, config_name="collect")
+        load_config(rest, config_name=HYDRA_HELP[name][0])
     module = importlib.import_module(SUBCOMMANDS[name][0])
     return int(getattr(module, f"{name}_main")(rest) or 0)
 

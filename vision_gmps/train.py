@@ -12,13 +12,14 @@ from vision_gmps.checks import check_settings
 from vision_gmps.config import load_config
 from vision_gmps.run_logging import RunLogger
 from vision_gmps.runs import prepare_run_dir, setup_logging
-from vision_gmps.trainer import MetaTrainer
+from vision_gmps.trainer import MetaTrainer, resolve_device
 
 log = logging.getLogger("vision_gmps")
 
 
 def train(cfg: DictConfig) -> MetaTrainer:
     check_settings(cfg, "train")
+    resolve_device(cfg.device)  # device=cuda without one: refused before the run folder is made
     resume_from = None
     if cfg.resume and cfg.run_dir:  # refuse a changed experiment before the run folder is touched
         resume_from = resume_checkpoint(Path(cfg.run_dir), bool(cfg.get("resume_fallback")))

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from robot_envs import Task, make_family
 from vision_gmps.adaptation import run_adaptation
 from vision_gmps.checkpoint import CheckpointError, check_compatible, resume_checkpoint, save_checkpoint
+from vision_gmps.config import ConfigError
 from vision_gmps.expert_data import ExpertBuffer, attach_demo_files
 from vision_gmps.inner import split_by_task
 from vision_gmps.meta import adapt_all, bc_loss, gmps_loss, maml_loss
@@ -42,7 +43,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={name} but no CUDA device is available; use device=cpu")
+        raise ConfigError(f"device={name} but no CUDA device is available; use device=cpu")
     return torch.device(name)
 
 
