@@ -59,14 +59,18 @@ def adapt(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Adap
     sampler = Sampler(family, cfg.sampler.num_envs, cfg.sampler.backend)
     try:
         space = sampler.vec.single_observation_space
-        check_env_fits(state, ckpt_path, family.name, family.horizon, {"image": space["image"].shape, "proprio": space["proprio"].shape,
-                                                  "action": sampler.vec.single_action_space.shape})
+        shapes = {"image": space["image"].shape, "proprio": space["proprio"].shape,
+                  "action": sampler.vec.single_action_space.shape}
+        check_env_fits(state, ckpt_path, family.name, family.horizon, shapes)
     except Exception:
         sampler.close()
         raise
     log.info(describe_sources(cfg, given, ckpt_path))
     run_dir = Path(cfg.run_dir) if cfg.run_dir else ckpt_path.parent.parent / "adapt"
     run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "adapt_metrics.jsonl").exists():  # a new evaluation replaces the old one; never mix the two
+        log.warning("replacing the previous adapt results in %s (run_dir=... keeps them)", run_dir)
+        (run_dir / "adapt_metrics.jsonl").unlink()
     (run_dir / "adapt_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     fixed = acfg.fixed_step_size if acfg.fixed_step_size is not None else trained.algo.inner_lr
