@@ -14,7 +14,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from demos.hdf5 import DemoFileError, DemoReader, merge, validate
+from demos.hdf5 import DemoFileError, DemoReader, format_problems, merge, validate
+from robot_envs.errors import UserError
 
 # ----------------------------------------------------------------------------- collect
 
@@ -22,7 +23,8 @@ from demos.hdf5 import DemoFileError, DemoReader, merge, validate
 def collect_main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print("usage: vgmps collect [hydra overrides]   e.g. env=point split=test demos_per_task=10 output=data/p.hdf5\n"
-              "keys: source (scripted|keyboard|spacemouse) split num_tasks task_indices demos_per_task output noise seed")
+              "keys: source (scripted|keyboard|spacemouse) split num_tasks task_indices demos_per_task output noise seed\n"
+              "      append=true (or --append): add new episodes (fresh seeds) to an existing output file")
         return 0
     from omegaconf import OmegaConf
 
@@ -31,12 +33,12 @@ def collect_main(argv: list[str]) -> int:
     try:
         cfg = load_config(argv, config_name="collect")
     except ConfigError as err:
-        print(f"vgmps collect: {err}", file=sys.stderr)
+        print(f"vgmps collect: error: {err}", file=sys.stderr)
         return 2
     try:
         return _collect(OmegaConf.to_container(cfg, resolve=True))
-    except (DemoFileError, RuntimeError, ValueError) as err:
-        print(f"vgmps collect: {err}", file=sys.stderr)
+    except (UserError, RuntimeError, ValueError) as err:
+        print(f"vgmps collect: error: {err}", file=sys.stderr)
         return 1
 
 
@@ -44,16 +46,28 @@ def _collect(raw: dict[str, Any]) -> int:
     from demos.collect import collect_scripted, select_tasks
     from robot_envs import make_family
 
+    check_collect_settings(raw)
+    output = Path(raw["output"])
+    existing = 0
+    if output.exists():
+        with DemoReader(output) as reader:
+            existing = len(reader.demos)
+        if not raw.get("append"):
+            raise UserError(f"{output} already exists ({existing} demos); add append=true (or --append) to add new "
+                            f"episodes to it, or choose another output=")
     family = make_family(raw["env"]["family"], **raw["env"].get("kwargs", {}))
     split = raw["split"]
     num_tasks = raw["num_tasks"] if raw["num_tasks"] is not None else int(raw["env"]["tasks"][split])
     tasks = select_tasks(family, split, num_tasks, int(raw["env"]["tasks"]["seed"]), raw["task_indices"])
-    output = Path(raw["output"])
+    if existing:
+        print(f"appending to {output}, which already holds {existing} demos; new demos use reset seeds not in the file")
     if raw["source"] == "scripted":
         stats = collect_scripted(family, tasks, int(raw["demos_per_task"]), output, noise=float(raw["noise"]),
                                  seed=int(raw["seed"]), progress=bool(raw["progress"]), valid_every=int(raw["valid_every"]))
-        print(f"wrote {stats.demos} scripted demos for {len(tasks)} {split} tasks of {family.name} to {output} "
-              f"(success {stats.successes}/{stats.demos} = {stats.success_rate:.0%})")
+        verb = f"appended {stats.demos} new" if existing else f"wrote {stats.demos}"
+        print(f"{verb} scripted demos for {len(tasks)} {split} tasks of {family.name} to {output} "
+              f"(success {stats.successes}/{stats.demos} = {stats.success_rate:.0%})"
+              + (f"; it now holds {existing + stats.demos} demos" if existing else ""))
     elif raw["source"] in ("keyboard", "spacemouse"):
         from demos.teleop import DEFAULT_GAIN, LiveView, has_display, make_device, teleop_collect
 
@@ -70,6 +84,30 @@ def _collect(raw: dict[str, Any]) -> int:
         return 2
     print(f"inspect with: vgmps demos info {output}")
     return 0
+
+
+def check_collect_settings(raw: dict[str, Any]) -> None:
+    """Every numeric and categorical collect setting, before an env is built; names each bad key."""
+    problems = []
+    split, tasks = raw["split"], raw["env"]["tasks"]
+    if split not in ("train", "test"):
+        problems.append(f"split={split}: must be train or test")
+    if raw["source"] not in ("scripted", "keyboard", "spacemouse"):
+        problems.append(f"source={raw['source']}: must be scripted, keyboard or spacemouse")
+    for key, low in (("demos_per_task", 1), ("valid_every", 0), ("seed", 0)):
+        if not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < low:
+            problems.append(f"{key}={raw[key]}: must be an integer >= {low}")
+    if not isinstance(raw["noise"], (int, float)) or isinstance(raw["noise"], bool) or raw["noise"] < 0:
+        problems.append(f"noise={raw['noise']}: must be a number >= 0")
+    held = tasks.get(split) if split in ("train", "test") else None
+    n = raw["num_tasks"]
+    if held is not None and n is not None and (not isinstance(n, int) or not 1 <= n <= held):
+        problems.append(f"num_tasks={n}: must be 1..{held}, the tasks of the {split} split (env.tasks.{split})")
+    bad = [i for i in raw["task_indices"] or [] if not isinstance(i, int) or held is None or not 0 <= i < held]
+    if bad:
+        problems.append(f"task_indices={raw['task_indices']}: {bad} outside 0..{(held or 0) - 1} (env.tasks.{split}={held})")
+    if problems:
+        raise UserError("bad settings:\n  " + "\n  ".join(problems) if len(problems) > 1 else problems[0])
 
 
 # ----------------------------------------------------------------------------- demos
@@ -138,8 +176,7 @@ def _validate(args: argparse.Namespace, console: Console) -> int:
         problems = validate(file)
         if problems:
             failed += 1
-            for p in problems:
-                print(f"error: {p}", file=sys.stderr)
+            print("error: " + format_problems(problems), file=sys.stderr)
         else:
             s = summarize(file)
             console.print(f"ok: {file}: {s['demos']} demos, {s['samples']} samples")
@@ -173,13 +210,17 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
 
 
 def _merge(args: argparse.Namespace, console: Console) -> int:
-    n = merge(args.inputs, args.output, exclude=args.exclude)
+    n = merge(args.inputs, args.output, exclude=args.exclude, force=args.force)
     console.print(f"wrote {n} demos to {args.output}")
     return 0
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vgmps demos", description="inspect, validate, replay and merge demo files")
+    p = argparse.ArgumentParser(prog="vgmps demos", description="inspect, validate, replay and merge demo files",
+                                epilog="examples:\n  vgmps demos validate data/push.hdf5\n"
+                                       "  vgmps demos merge data/all.hdf5 data/a.hdf5 data/b.hdf5 --exclude data/a.hdf5:demo_3\n"
+                                       "  vgmps demos replay data/push.hdf5 --demo demo_0 --video demo0.mp4",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="counts per task, success rate, lengths, file size")
     info.add_argument("file")
@@ -196,6 +237,7 @@ def _parser() -> argparse.ArgumentParser:
     mer.add_argument("output")
     mer.add_argument("inputs", nargs="+")
     mer.add_argument("--exclude", action="append", default=[], help="demo_3 (any input) or PATH:demo_3; repeatable")
+    mer.add_argument("--force", action="store_true", help="replace OUTPUT if it exists (refused otherwise)")
     return p
 
 
@@ -208,6 +250,6 @@ def demos_main(argv: list[str]) -> int:
     handlers = {"info": _info, "validate": _validate, "replay": _replay, "merge": _merge}
     try:
         return handlers[args.command](args, console)
-    except DemoFileError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except UserError as err:
+        print(f"vgmps demos: error: {err}", file=sys.stderr)
         return 1

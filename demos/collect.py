@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 from tqdm import tqdm
 
-from demos.hdf5 import DemoWriter, Episode, EpisodeRecorder, make_env_args
+from demos.hdf5 import DemoReader, DemoWriter, Episode, EpisodeRecorder, make_env_args
 from demos.scripted import ScriptedExpert, make_expert
 from robot_envs import FAMILIES, Task, TaskFamily, make_family
 
@@ -59,6 +59,27 @@ def episode_seed(seed: int, task: Task, k: int) -> int:
     """A distinct, reproducible reset seed per (run seed, task, demo number)."""
     split = 0 if task.split == "train" else 1
     return int(np.random.SeedSequence([seed, split, task.index + 1, k]).generate_state(1)[0])
+
+
+def used_seeds(path: str | Path) -> set[int]:
+    """Reset seeds of the demos already in ``path`` (empty when it does not exist)."""
+    if not Path(path).exists():
+        return set()
+    with DemoReader(path) as reader:
+        return {int(reader.file["data"][n].attrs.get("seed", -1)) for n in reader.demos} - {-1}
+
+
+def fresh_seeds(seed: int, task: Task, count: int, used: set[int]) -> list[int]:
+    """``count`` reset seeds for ``task`` that no demo in ``used`` has: appending adds new episodes, never copies."""
+    out: list[int] = []
+    k = 0
+    while len(out) < count:
+        s = episode_seed(seed, task, k)
+        if s not in used:
+            out.append(s)
+            used.add(s)
+        k += 1
+    return out
 
 
 def model_xml(env: Any) -> str:
@@ -116,17 +137,21 @@ def collect_scripted(
     expert: ScriptedExpert | None = None,
     on_demo: Callable[[str, Episode], None] | None = None,
 ) -> CollectStats:
-    """Roll out the family's scripted expert ``demos_per_task`` times per task, appending each demo to ``output``."""
+    """Roll out the family's scripted expert ``demos_per_task`` times per task, appending each demo to ``output``.
+
+    Demos already in ``output`` keep their reset seeds to themselves: new ones use seeds not yet in the file.
+    """
     expert = expert or make_expert(family.name, **expert_kwargs(family))
     env = family.make_env(tasks[0] if tasks else None)
     writer = DemoWriter(output, make_env_args(family, env), valid_every=valid_every)
+    used = used_seeds(output)
     rng = np.random.default_rng([seed, 0x5EED])
     stats = CollectStats()
     bar = tqdm(total=len(tasks) * demos_per_task, desc=f"collect {family.name}", unit="demo", disable=not progress)
     try:
         for task in tasks:
-            for k in range(demos_per_task):
-                ep = run_episode(env, task, lambda _o, info: expert.act(info["state"]), "scripted", episode_seed(seed, task, k), expert, noise, rng)
+            for reset_seed in fresh_seeds(seed, task, demos_per_task, used):
+                ep = run_episode(env, task, lambda _o, info: expert.act(info["state"]), "scripted", reset_seed, expert, noise, rng)
                 name = writer.append(ep)
                 stats.demos += 1
                 stats.successes += int(ep.success)

@@ -14,7 +14,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from demos.hdf5 import DemoFileError, DemoReader
+from demos.hdf5 import DemoFileError, DemoReader, open_h5
 from robot_envs.base import Task
 
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
@@ -148,7 +148,7 @@ class DemoDataset:
     def _h5(self) -> h5py.File:
         # A handle inherited across fork is not safe to use: reopen in each process.
         if self._file is None or self._pid != os.getpid():
-            self._file = h5py.File(self.path, "r")
+            self._file = open_h5(self.path, "r")
             self._pid = os.getpid()
         return self._file
 

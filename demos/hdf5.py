@@ -37,6 +37,7 @@ import h5py
 import numpy as np
 
 from robot_envs.base import Task
+from robot_envs.errors import UserError
 
 PROPRIO_KEY = "proprio"
 DEFAULT_CAMERA = "scene"
@@ -48,7 +49,7 @@ DEMO_RE = re.compile(r"^demo_(\d+)$")
 IMAGE_COMPRESSION = {"compression": "gzip", "compression_opts": 4}
 
 
-class DemoFileError(Exception):
+class DemoFileError(UserError):
     """A demo file that cannot be used; the message names the file, the demo and the problem."""
 
 
@@ -235,7 +236,7 @@ class DemoWriter:
         self._check(episode)
         keys = self.env_args["obs_keys"]
         with _hold_signals():
-            with h5py.File(self.path, "a") as f:
+            with open_h5(self.path, "a") as f:
                 data = f["data"]
                 index = 1 + max((demo_sort_key(n) for n in data.keys()), default=-1)
                 name = f"demo_{index}"
@@ -287,6 +288,19 @@ class DemoWriter:
 # ----------------------------------------------------------------------------- reading
 
 
+def open_h5(path: Path, mode: str) -> h5py.File:
+    """``h5py.File``, with a file locked by another process reported as locked, not as corrupted."""
+    try:
+        return h5py.File(path, mode)
+    except OSError as err:
+        if getattr(err, "errno", None) == 11 or "unable to lock file" in str(err):
+            raise DemoFileError(
+                f"{path}: locked by another process (a running collect or training, or an open h5py/HDFView); "
+                f"wait for it to finish or close it, then retry"
+            ) from err
+        raise DemoFileError(f"{path}: HDF5 file cannot be opened, likely truncated or corrupted: {err}") from err
+
+
 @contextlib.contextmanager
 def open_demo_file(path: str | os.PathLike) -> Iterator[h5py.File]:
     """Open read-only, turning h5py's errors into messages that name the file and the likely cause."""
@@ -301,10 +315,7 @@ def open_demo_file(path: str | os.PathLike) -> Iterator[h5py.File]:
         raise DemoFileError(f"{path}: cannot be read: {err}") from err
     if not is_hdf5:
         raise DemoFileError(f"{path}: not an HDF5 file (no HDF5 signature); is this the right path?")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise DemoFileError(f"{path}: HDF5 file cannot be opened, likely truncated or corrupted: {err}") from err
+    f = open_h5(path, "r")
     try:
         yield f
     finally:
@@ -426,20 +437,28 @@ class DemoReader:
 
 @dataclass(frozen=True)
 class Problem:
+    """One thing wrong with a file. ``repairable``: ``vgmps demos merge`` rewrites it (totals, masks)."""
+
     path: str
     demo: str | None
     message: str
+    fix: str = ""
+    repairable: bool = False
 
     def __str__(self) -> str:
         where = f"{self.path}: {self.demo}: " if self.demo else f"{self.path}: "
-        return where + self.message
+        return where + self.message + (f"; {self.fix}" if self.fix else "")
 
 
 DROP_HINT = "re-collect it or drop it with `vgmps demos merge OUT {path} --exclude {demo}`"
+REPAIR_HINT = "rewrite the file with `vgmps demos merge OUT {path}` (recomputes totals and masks)"
 
 
 def validate(path: str | os.PathLike) -> list[Problem]:
-    """Check schema and content; returns every problem found (empty list: the file is good). Read-only."""
+    """Check every array and attribute of every demo; returns every problem found (empty: good). Read-only.
+
+    Never raises on a damaged file: whatever cannot be read becomes a problem naming it.
+    """
     path = Path(path)
     try:
         with open_demo_file(path) as f:
@@ -449,95 +468,196 @@ def validate(path: str | os.PathLike) -> list[Problem]:
         return [Problem(str(path), None, str(err).removeprefix(f"{path}: "))]
 
 
+def _expected_shapes(env_args: dict[str, Any], path: str) -> tuple[dict[str, Any], list[Problem]]:
+    """Per-row shapes the file's ``env_args`` promise; a damaged field becomes a problem, not a crash."""
+    problems, shapes = [], {}
+    size = env_args.get("image_size")
+    if isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size):
+        shapes["image"] = (size[0], size[1], 3)
+    else:
+        problems.append(Problem(path, None, f"env_args image_size is {size!r}, expected [height, width]"))
+    for key in ("action_dim", "proprio_dim"):
+        value = env_args.get(key)
+        if value is not None and not (isinstance(value, int) and value > 0):
+            problems.append(Problem(path, None, f"env_args {key} is {value!r}, expected a positive integer"))
+        elif value is not None:
+            shapes[key] = value
+    keys = env_args.get("obs_keys")
+    if not (isinstance(keys, dict) and {"image", "proprio"} <= set(keys) and all(isinstance(v, str) for v in keys.values())):
+        problems.append(Problem(path, None, f"env_args obs_keys is {keys!r}, expected {{'image': ..., 'proprio': ...}}"))
+        keys = None
+    shapes["keys"] = keys
+    return shapes, problems
+
+
 def _validate_open(f: h5py.File, path: str, env_args: dict[str, Any]) -> list[Problem]:
-    problems: list[Problem] = []
+    shapes, problems = _expected_shapes(env_args, path)
     data = f["data"]
-    h, w = env_args["image_size"]
-    keys = env_args["obs_keys"]
-    total = 0
+    total, total_known = 0, True
     names = sorted(data.keys(), key=demo_sort_key)
     for name in names:
         if not DEMO_RE.match(name):
-            problems.append(Problem(path, name, "group name is not demo_<n>; robomimic cannot sort it"))
+            problems.append(Problem(path, name, "group name is not demo_<n>; robomimic cannot sort it", REPAIR_HINT.format(path=path)))
             continue
-        found = _validate_demo(data[name], path, name, env_args, h, w, keys)
+        try:
+            found = _validate_demo(data[name], path, name, env_args, shapes)
+        except Exception as err:  # noqa: BLE001 - a damaged demo must be reported, not crash the check
+            found = [Problem(path, name, f"cannot be checked ({type(err).__name__}: {err})", DROP_HINT.format(path=path, demo=name))]
         problems += found
-        if "num_samples" in data[name].attrs:
-            total += int(data[name].attrs["num_samples"])
-    if "total" not in data.attrs:
-        problems.append(Problem(path, None, "data has no 'total' attribute"))
+        try:
+            total += int(data[name].attrs.get("num_samples", 0))
+        except (TypeError, ValueError):
+            total_known = False  # already reported by _validate_demo; a partial sum would mislead
+    repair = REPAIR_HINT.format(path=path)
+    if not total_known:
+        pass
+    elif "total" not in data.attrs:
+        problems.append(Problem(path, None, "data has no 'total' attribute", repair, True))
     elif int(data.attrs["total"]) != total:
-        problems.append(Problem(path, None, f"data.attrs['total'] is {int(data.attrs['total'])} but the demos hold {total} samples"))
-    masked: set[str] = set()
+        problems.append(Problem(path, None, f"data.attrs['total'] is {int(data.attrs['total'])} but the demos hold {total} samples", repair, True))
+    seen: dict[str, str] = {}
     for mask in ("train", "valid"):
         if f"mask/{mask}" not in f:
-            problems.append(Problem(path, None, f"mask/{mask} is missing"))
+            problems.append(Problem(path, None, f"mask/{mask} is missing", repair, True))
             continue
         members = read_mask(f, mask)
-        masked |= set(members)
         for name in members:
             if name not in data:
-                problems.append(Problem(path, None, f"mask/{mask} lists {name}, which is not in data"))
-    unmasked = [n for n in names if DEMO_RE.match(n) and n not in masked]
+                problems.append(Problem(path, None, f"mask/{mask} lists {name}, which is not in data", repair, True))
+            elif name in seen:
+                problems.append(Problem(path, None, f"{name} is listed in mask/{seen[name]} and mask/{mask}", repair, True))
+            seen[name] = mask
+    unmasked = [n for n in names if DEMO_RE.match(n) and n not in seen]
     if unmasked:
-        problems.append(Problem(path, None, f"demos in neither mask/train nor mask/valid: {unmasked}"))
+        problems.append(Problem(path, None, f"demos in neither mask/train nor mask/valid: {unmasked}", repair, True))
     return problems
 
 
-def _validate_demo(g: h5py.Group, path: str, name: str, env_args: dict[str, Any], h: int, w: int, keys: dict[str, str]) -> list[Problem]:
-    def problem(msg: str) -> Problem:
-        return Problem(path, name, msg)
-
+def _validate_demo(g: h5py.Group, path: str, name: str, env_args: dict[str, Any], shapes: dict[str, Any]) -> list[Problem]:
+    """Every problem of one demo: attributes, then each array's dtype, shape, length and values."""
+    drop = DROP_HINT.format(path=path, demo=name)
     if "num_samples" not in g.attrs:
-        return [problem("no num_samples attribute: writing this demo was interrupted; " + DROP_HINT.format(path=path, demo=name))]
-    T = int(g.attrs["num_samples"])
-    out: list[Problem] = []
+        return [Problem(path, name, "no num_samples attribute: writing this demo was interrupted", drop)]
+    messages: list[str] = []
+    raw_t = g.attrs["num_samples"]
+    if not (isinstance(raw_t, (int, np.integer)) and int(raw_t) > 0):
+        return [Problem(path, name, f"num_samples is {raw_t!r}, not a positive integer", drop)]
+    T = int(raw_t)
     for attr in ("task", "task_id", "success", "source", "model_file"):
         if attr not in g.attrs:
-            out.append(problem(f"attribute {attr!r} is missing"))
+            messages.append(f"attribute {attr!r} is missing")
     if "task" in g.attrs:
         try:
             task = Task.from_json(_attr_str(g.attrs["task"]))
             if task.family != env_args["family"]:
-                out.append(problem(f"task family {task.family!r} differs from the file's {env_args['family']!r}"))
-        except (ValueError, KeyError, TypeError) as err:
-            out.append(problem(f"task attribute is not a valid task: {err}"))
-    required = [f"{grp}/{k}" for grp in ("obs", "next_obs") for k in keys.values()] + ["actions", "rewards", "dones", "states"]
-    for key in required:
+                messages.append(f"task family {task.family!r} differs from the file's {env_args['family']!r}")
+            if "task_id" in g.attrs and _attr_str(g.attrs["task_id"]) != task.task_id:
+                messages.append(f"task_id {_attr_str(g.attrs['task_id'])!r} differs from the task's id {task.task_id!r}")
+        except Exception as err:  # noqa: BLE001 - any damage to the JSON is a problem to report
+            messages.append(f"task attribute is not a valid task ({type(err).__name__}: {err})")
+    if "success" in g.attrs and not isinstance(g.attrs["success"], (bool, np.bool_, int, np.integer)):
+        messages.append(f"success is {g.attrs['success']!r}, expected true/false")
+    keys = shapes["keys"]
+    action_dim, proprio_dim = shapes.get("action_dim"), shapes.get("proprio_dim")
+    # name -> (expected row shape or None for any, dtype kind, finite check, value range)
+    expected: dict[str, tuple[tuple | None, str, tuple[float, float] | None]] = {
+        "actions": ((action_dim,) if action_dim else None, "f", (-1.0, 1.0)),
+        "rewards": ((), "f", None),
+        "dones": ((), "iub", (0, 1)),
+        "states": (None, "f", None),
+    }
+    if keys:
+        for grp in ("obs", "next_obs"):
+            if "image" in shapes:
+                expected[f"{grp}/{keys['image']}"] = (shapes["image"], "u", None)
+            expected[f"{grp}/{keys['proprio']}"] = ((proprio_dim,) if proprio_dim else None, "f", None)
+    arrays: dict[str, np.ndarray] = {}
+    for key, spec in expected.items():
         if key not in g:
-            out.append(problem(f"{key!r} is missing"))
+            messages.append(f"{key!r} is missing")
             continue
-        try:
-            arr = g[key][()]
-        except (OSError, RuntimeError) as err:
-            out.append(problem(f"{key!r} cannot be read (corrupted?): {err}"))
-            continue
-        if len(arr) != T:
-            out.append(problem(f"{key!r} has {len(arr)} rows, num_samples is {T}"))
-        if key.endswith(keys["image"]):
-            if arr.dtype != np.uint8 or arr.shape[1:] != (h, w, 3):
-                out.append(problem(f"{key!r} is {arr.dtype} {arr.shape}, expected uint8 [T,{h},{w},3]"))
-        elif arr.dtype.kind == "f":
-            bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
-            if bad.any():
-                what = "contain" if key == "actions" else "contains"
-                out.append(problem(f"{key} {what} NaN or inf at step {int(np.argmax(bad))}; " + DROP_HINT.format(path=path, demo=name)))
-            elif key == "actions" and np.abs(arr).max(initial=0.0) > 1.0 + 1e-6:
-                out.append(problem(f"actions leave [-1, 1] (max |a| = {np.abs(arr).max():.3g})"))
-    if "actions" in g and g["actions"].ndim == 2 and g["actions"].shape[1] != env_args.get("action_dim", g["actions"].shape[1]):
-        out.append(problem(f"actions have {g['actions'].shape[1]} dims, env_args says {env_args['action_dim']}"))
+        arr = _read_array(g, key, messages)
+        if arr is not None:
+            arrays[key] = arr
+            messages += _check_array(key, arr, T, *spec)
+    if "expert_actions" in g:
+        arr = _read_array(g, "expert_actions", messages)
+        if arr is not None:
+            messages += _check_array("expert_actions", arr, T, (action_dim,) if action_dim else None, "f", (-1.0, 1.0))
+            if "actions" in arrays and arr.shape != arrays["actions"].shape:
+                messages.append(f"expert_actions have shape {arr.shape}, actions {arrays['actions'].shape}")
+    if keys:
+        p_obs, p_next = arrays.get(f"obs/{keys['proprio']}"), arrays.get(f"next_obs/{keys['proprio']}")
+        if p_obs is not None and p_next is not None and p_obs.shape == p_next.shape and len(p_obs) > 1:
+            if not np.array_equal(p_obs[1:], p_next[:-1], equal_nan=True):
+                messages.append("next_obs is not obs shifted by one step (proprio rows differ)")
+    return [Problem(path, name, m, drop) for m in messages]
+
+
+def _read_array(g: h5py.Group, key: str, messages: list[str]) -> np.ndarray | None:
+    try:
+        item = g[key]
+        if not isinstance(item, h5py.Dataset):
+            messages.append(f"{key!r} is a group, expected an array")
+            return None
+        return item[()]
+    except Exception as err:  # noqa: BLE001 - h5py raises OSError, RuntimeError, KeyError for damaged chunks
+        messages.append(f"{key!r} cannot be read (corrupted?): {err}")
+        return None
+
+
+def _check_array(key: str, arr: np.ndarray, T: int, row: tuple | None, kinds: str, bounds: tuple[float, float] | None) -> list[str]:
+    out = []
+    if arr.ndim == 0 or len(arr) != T:
+        out.append(f"{key!r} has {len(arr) if arr.ndim else 0} rows, num_samples is {T}")
+    if row is not None and arr.shape[1:] != row:
+        out.append(f"{key!r} rows have shape {arr.shape[1:]}, expected {row}")
+    elif row is None and key == "states" and arr.ndim != 2:
+        out.append(f"{key!r} has shape {arr.shape}, expected [T, state size]")
+    if arr.dtype.kind not in kinds:
+        out.append(f"{key!r} has dtype {arr.dtype}, expected {'uint8' if kinds == 'u' else 'float' if kinds == 'f' else 'integers'}")
+        return out
+    if arr.dtype.kind == "f" and arr.size:
+        bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+        if bad.any():
+            verb = "contain" if key.endswith("actions") else "contains"
+            out.append(f"{key} {verb} NaN or inf at step {int(np.argmax(bad))}")
+            return out
+    if bounds is not None and arr.size and (arr.min() < bounds[0] - 1e-6 or arr.max() > bounds[1] + 1e-6):
+        out.append(f"{key} leave [{bounds[0]:g}, {bounds[1]:g}] (min {arr.min():.3g}, max {arr.max():.3g})"
+                   if key.endswith("actions") else f"{key} has values outside {{0, 1}}")
     return out
+
+
+def format_problems(problems: list[Problem]) -> str:
+    """Problems grouped per demo, each group ending with its fix (what ``vgmps demos validate`` prints)."""
+    lines: list[str] = []
+    groups: dict[tuple[str, str | None], list[Problem]] = {}
+    for p in problems:
+        groups.setdefault((p.path, p.demo), []).append(p)
+    for (path, demo), found in groups.items():
+        head = f"{path}: {demo}" if demo else path
+        if len(found) == 1:
+            lines.append(str(found[0]))
+            continue
+        lines.append(f"{head}: {len(found)} problems:")
+        lines += [f"  - {p.message}" for p in found]
+        fixes = dict.fromkeys(p.fix for p in found if p.fix)
+        lines += [f"  fix: {fix}" for fix in fixes]
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- merge
 
 
-def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, exclude: list[str] = (), valid_every: int = 10) -> int:
+def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, exclude: list[str] = (), valid_every: int = 10,
+          force: bool = False) -> int:
     """Concatenate demo files into ``output`` (renumbered), skipping ``exclude`` entries.
 
     An exclude entry is ``demo_3`` (any input) or ``path:demo_3`` (one input). Inputs must
     validate once excluded demos are ignored. The output is written to a temporary file and
-    renamed into place, so it is never half-written. Returns the number of demos written.
+    renamed into place, so it is never half-written. An existing ``output`` is replaced only
+    with ``force``. Returns the number of demos written.
     """
     output = Path(output)
     resolved_inputs = [Path(p) for p in inputs]
@@ -545,15 +665,17 @@ def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, exclude: l
         raise DemoFileError("merge: no input files")
     if any(p.resolve() == output.resolve() for p in resolved_inputs if p.exists()):
         raise DemoFileError(f"{output}: merge output must differ from its inputs")
+    if output.exists() and not force:
+        raise DemoFileError(f"{output} already exists; pass --force to replace it, or choose another output file")
 
     def excluded(path: Path, demo: str) -> bool:
         return demo in exclude or f"{path}:{demo}" in exclude
 
     env_args: dict[str, Any] | None = None
     for path in resolved_inputs:
-        problems = [p for p in validate(path) if not (p.demo and excluded(path, p.demo))]
+        problems = [p for p in validate(path) if not (p.demo and excluded(path, p.demo)) and not p.repairable]
         if problems:
-            raise DemoFileError("cannot merge, input has problems:\n  " + "\n  ".join(map(str, problems)))
+            raise DemoFileError("cannot merge, input has problems:\n" + format_problems(problems))
         with open_demo_file(path) as f:
             args = read_env_args(f, path)
         if env_args is None:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from demos.collect import episode_seed, model_xml
+from demos.collect import episode_seed, model_xml, used_seeds
 from demos.hdf5 import DemoWriter, Episode, EpisodeRecorder, make_env_args
 from robot_envs import Task, TaskFamily
 
@@ -178,15 +178,19 @@ def teleop_collect(
     action_dim = int(env.action_space.shape[0])
     stats = TeleopStats()
     attempt = 0
+    used = used_seeds(output)  # appending: start poses not yet in the file
     try:
         for task in tasks:
             kept_here = 0
             while kept_here < episodes_per_task:
                 env.task = task
-                obs, info = env.reset(seed=episode_seed(seed, task, 10_000 + attempt))
+                while (reset_seed := episode_seed(seed, task, 10_000 + attempt)) in used:
+                    attempt += 1
+                used.add(reset_seed)
+                obs, info = env.reset(seed=reset_seed)
                 attempt += 1
                 say(f"task {describe_task(task)}  (kept {kept_here}/{episodes_per_task})")
-                rec = EpisodeRecorder(task, source, None)
+                rec = EpisodeRecorder(task, source, reset_seed)
                 rec.start(obs, env.get_sim_state())
                 device.start_control()
                 done = aborted = False

@@ -22,7 +22,10 @@ from robot_envs import FAMILIES, make_family
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vgmps envs", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="vgmps envs", description=__doc__.splitlines()[0],
+                                     epilog="examples:\n  vgmps envs show push --out docs/ --tasks 4\n"
+                                            "  vgmps envs compare door --out docs/",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     show = sub.add_parser("show", help="write a contact sheet PNG and an MP4 of random actions")
     show.add_argument("family", help=f"one of {sorted(FAMILIES)}")

@@ -63,7 +63,8 @@ def test_push_gmps_trains_checkpoints_and_adapts(push_run, tmp_path):
 
 def test_adapt_refuses_a_push_checkpoint_for_the_door_family(push_run, tmp_path):
     _, run = push_run
-    with pytest.raises(CheckpointError, match="push"):
-        adapt(load_config(["wandb.mode=disabled", f"adapt.checkpoint={run / 'checkpoints' / 'last.pt'}", "env=door",
-                           "adapt.num_tasks=1", "adapt.steps=1", "adapt.rollouts_per_task=2", "sampler.num_envs=2",
-                           f"run_dir={tmp_path / 'adapt'}"]), env_from_command_line=True)
+    argv = ["wandb.mode=disabled", f"adapt.checkpoint={run / 'checkpoints' / 'last.pt'}", "env=door",
+            "adapt.num_tasks=1", "adapt.steps=1", "adapt.rollouts_per_task=2", "sampler.num_envs=2",
+            f"run_dir={tmp_path / 'adapt'}"]
+    with pytest.raises(CheckpointError, match="family: checkpoint push, settings door"):
+        adapt(load_config(argv), overrides=argv)

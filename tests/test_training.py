@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from robot_envs.errors import UserError
 from robot_envs.point import PointFamily
 from vision_gmps.adapt import adapt
 from vision_gmps.checkpoint import CheckpointError, load_checkpoint, policy_from_checkpoint
@@ -104,11 +105,11 @@ def test_config_typos_name_the_key():
 def test_checkpoint_from_another_policy_shape_is_refused(tmp_path):
     train(_cfg(tmp_path, "train.iterations=1"))
     ckpt = tmp_path / "checkpoints" / "last.pt"
-    with pytest.raises(CheckpointError, match="another policy shape.*image_shape"):
+    with pytest.raises(CheckpointError, match=r"experiment differs.*env.kwargs.image_size: checkpoint \[16, 16\], now \[20, 20\]"):
         train(_cfg(tmp_path, "train.iterations=2", "resume=true", "env.kwargs.image_size=[20,20]"))
     with pytest.raises(CheckpointError, match="does not exist"):
         adapt(load_config(["wandb.mode=disabled", f"adapt.checkpoint={tmp_path / 'missing.pt'}"]))
-    with pytest.raises(ConfigError, match="needs checkpoint="):
+    with pytest.raises(ConfigError, match="needs a checkpoint"):
         adapt(load_config(["wandb.mode=disabled"]))
     assert ckpt.is_file()
 
@@ -178,7 +179,7 @@ def test_mismatched_demo_files_fail_before_training(tmp_path):
     base = ["train.iterations=1", "algo.expert.source=demos", "algo.dagger.enabled=false"]
     with pytest.raises(Exception, match="image size 20x20, config says 16x16"):
         train(_cfg(tmp_path / "a", *base, f"algo.expert.demo_files=[{wrong_size}]"))
-    with pytest.raises(ValueError, match=r"no demos for training tasks \['point/train/2'\]"):
+    with pytest.raises(UserError, match=r"no demos for training tasks \['point/train/2'\]"):
         train(_cfg(tmp_path / "b", *base, f"algo.expert.demo_files=[{too_few}]"))
     assert not (tmp_path / "a" / "checkpoints").exists() and not (tmp_path / "b" / "checkpoints").exists()
 

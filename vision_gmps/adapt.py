@@ -1,7 +1,8 @@
-"""``vgmps adapt checkpoint=PATH``: adapt a meta-trained policy to held-out tasks on reward only.
+"""``vgmps adapt CHECKPOINT.pt [KEY=VALUE ...]``: adapt a meta-trained policy to held-out tasks on reward only.
 
-The env settings come from the checkpoint unless the command line names an
-``env``, in which case they must match it. Results (table as Markdown, JSON and
+The env, policy, algo, adapt and sampler settings come from the checkpoint's
+experiment, with the command line's keys layered on top (``vision_gmps.adapt_setup``);
+an env that does not fit the checkpoint is refused before any rollout. Results (table as Markdown, JSON and
 CSV, and an MP4 of one task before/after adaptation) go to ``run_dir``
 (default: ``<checkpoint run>/adapt``).
 """
@@ -13,13 +14,15 @@ import logging
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
 from robot_envs import make_family
+from vision_gmps.adapt_setup import adapt_argv, check_env_fits, describe_sources, layer_config
 from vision_gmps.adaptation import AdaptationResult, run_adaptation
-from vision_gmps.checkpoint import check_compatible, load_checkpoint, policy_from_checkpoint
+from vision_gmps.checkpoint import load_checkpoint, policy_from_checkpoint
+from vision_gmps.checks import check_settings
 from vision_gmps.config import ConfigError, load_config
 from vision_gmps.rollouts import Sampler
 from vision_gmps.run_logging import RunLogger
@@ -27,37 +30,52 @@ from vision_gmps.runs import setup_logging
 from vision_gmps.video import side_by_side, write_mp4
 
 log = logging.getLogger("vision_gmps")
-STEP_SIZE_MODES = ("learned", "fixed", "both")
 
 
-def adapt(cfg: DictConfig, env_from_command_line: bool = False) -> dict[str, AdaptationResult]:
-    acfg = cfg.adapt
-    if not acfg.checkpoint:
-        raise ConfigError("vgmps adapt needs checkpoint=<path to a .pt file>, e.g. runs/<run>/checkpoints/last.pt")
-    if acfg.step_size not in STEP_SIZE_MODES:
-        raise ConfigError(f"adapt.step_size={acfg.step_size!r} is not one of {STEP_SIZE_MODES}")
-    if cfg.torch_threads:
-        torch.set_num_threads(int(cfg.torch_threads))
-    ckpt_path = Path(acfg.checkpoint)
+def adapt(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, AdaptationResult]:
+    """Adapt ``cfg.adapt.checkpoint`` on held-out tasks; ``overrides`` are the command line's KEY=VALUEs.
+
+    The checkpoint's experiment supplies env/policy/algo/adapt/sampler; keys the caller set
+    (named in ``overrides`` or differing from the defaults) are layered on top. Every check
+    runs before anything is written to the run folder.
+    """
+    if not cfg.adapt.checkpoint:
+        raise ConfigError("vgmps adapt needs a checkpoint: vgmps adapt runs/<run>/checkpoints/last.pt "
+                          "(or adapt.checkpoint=PATH)")
+    ckpt_path = Path(cfg.adapt.checkpoint)
     state = load_checkpoint(ckpt_path)
     trained = OmegaConf.create(state["config_yaml"])
+    cfg, given = layer_config(cfg, trained, overrides)
+    acfg = cfg.adapt
+    check_settings(cfg, "adapt")
+    if cfg.torch_threads:
+        torch.set_num_threads(int(cfg.torch_threads))
     by_prefix = trained.algo.get("inner_lr_by_param")
     policy, step_sizes = policy_from_checkpoint(state, OmegaConf.to_container(by_prefix) if by_prefix else None)
-    with open_dict(cfg):
-        if not env_from_command_line:
-            cfg.env = trained.env
-        cfg.algo = trained.algo
+    check_env_fits(state, ckpt_path, cfg.env.family)
     family = make_family(cfg.env.family, **cfg.env.kwargs)
-    check_compatible(state, policy.spec, family.name, ckpt_path)
+    check_env_fits(state, ckpt_path, family.name, family.horizon)
     tasks = family.sample(acfg.split, acfg.num_tasks, cfg.env.tasks.seed)
+    sampler = Sampler(family, cfg.sampler.num_envs, cfg.sampler.backend)
+    try:
+        space = sampler.vec.single_observation_space
+        shapes = {"image": space["image"].shape, "proprio": space["proprio"].shape,
+                  "action": sampler.vec.single_action_space.shape}
+        check_env_fits(state, ckpt_path, family.name, family.horizon, shapes)
+    except Exception:
+        sampler.close()
+        raise
+    log.info(describe_sources(cfg, given, ckpt_path))
     run_dir = Path(cfg.run_dir) if cfg.run_dir else ckpt_path.parent.parent / "adapt"
     run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "adapt_metrics.jsonl").exists():  # a new evaluation replaces the old one; never mix the two
+        log.warning("replacing the previous adapt results in %s (run_dir=... keeps them)", run_dir)
+        (run_dir / "adapt_metrics.jsonl").unlink()
     (run_dir / "adapt_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     fixed = acfg.fixed_step_size if acfg.fixed_step_size is not None else trained.algo.inner_lr
     modes = {"learned": step_sizes.as_dict(), "fixed": step_sizes.fixed(fixed)}
     chosen = ["learned", "fixed"] if acfg.step_size == "both" else [acfg.step_size]
-    sampler = Sampler(family, cfg.sampler.num_envs, cfg.sampler.backend)
     logger = RunLogger(run_dir, cfg, "adapt")
     results: dict[str, AdaptationResult] = {}
     try:
@@ -108,5 +126,6 @@ def print_results(results: dict[str, AdaptationResult], algo: str) -> None:
 
 def adapt_main(argv: list[str]) -> int:
     setup_logging()
-    adapt(load_config(argv), env_from_command_line=any(a.split("=")[0].lstrip("+~").startswith("env") for a in argv))
+    argv = adapt_argv(argv)
+    adapt(load_config(argv), overrides=argv)
     return 0

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from robot_envs import make_family
 from vision_gmps.adapt import adapt
+from vision_gmps.checks import check_settings
 from vision_gmps.config import load_config
 from vision_gmps.report import write_report
 from vision_gmps.runs import prepare_run_dir, setup_logging
@@ -41,6 +42,7 @@ def collect_demos(cfg: DictConfig, run_dir: Path) -> tuple[Path, int]:
 
 
 def run_demo(cfg: DictConfig) -> Path:
+    check_settings(cfg, "demo")
     run_dir = prepare_run_dir(cfg, "train")
     cfg = cfg.copy()
     demo_episodes = 0

@@ -10,7 +10,9 @@ import torch
 from torch import Tensor
 
 from demos.dataset import DemoDataset
+from demos.hdf5 import format_problems, validate
 from robot_envs import Task
+from robot_envs.errors import UserError
 from vision_gmps.rollouts import RolloutBatch
 
 
@@ -129,13 +131,20 @@ class ExpertBuffer:
 def attach_demo_files(
     buffer: ExpertBuffer, paths: list[str], family: str, image_size: tuple[int, int], action_dim: int, tasks: list[Task]
 ) -> list[DemoDataset]:
-    """Attach every training task's demos from ``paths``; fail before training on any mismatch."""
+    """Attach every training task's demos from ``paths``; fail before training on any mismatch.
+
+    Each file gets the full ``vgmps demos validate`` check first (NaN expert actions,
+    shapes, lengths, metadata), so damaged data is refused before any rollout.
+    """
     if not paths:
-        raise ValueError("algo.expert.source=demos needs algo.expert.demo_files=[path.hdf5, ...]")
+        raise UserError("algo.expert.source=demos needs algo.expert.demo_files=[path.hdf5, ...]")
     datasets = []
     for path in paths:
         if not Path(path).is_file():
-            raise FileNotFoundError(f"demo file {path} does not exist (algo.expert.demo_files)")
+            raise UserError(f"demo file {path} does not exist (algo.expert.demo_files)")
+        problems = [p for p in validate(path) if not p.repairable]  # stale totals or masks do not affect training
+        if problems:
+            raise UserError(f"demo file {path} (algo.expert.demo_files) has problems:\n{format_problems(problems)}")
         dataset = DemoDataset(path)
         dataset.check_compatible(family, image_size, action_dim)
         datasets.append(dataset)
@@ -148,7 +157,7 @@ def attach_demo_files(
         if buffer.size(i) == 0:
             missing.append(task.task_id)
     if missing:
-        raise ValueError(
+        raise UserError(
             f"demo files {paths} have no demos for training tasks {missing}; collect them with "
             f"`vgmps collect env={family} split=train` or lower env.tasks.train"
         )

@@ -46,6 +46,16 @@ class RunLogger:
         if self.wandb is not None:
             self.wandb.log(clean, step=step)
 
+    def drop_after(self, step: int) -> None:
+        """On resume: forget metrics logged after the checkpoint's iteration, so no step appears twice."""
+        if not self.metrics_path.is_file():
+            return
+        lines = self.metrics_path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+        if len(kept) != len(lines):
+            log.info("dropping %d metric lines after iteration %d from %s", len(lines) - len(kept), step, self.metrics_path)
+            self.metrics_path.write_text("".join(kept))
+
     def log_table(self, name: str, rows: list[dict[str, Any]]) -> None:
         if self.wandb is not None and rows:
             import wandb

@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 
 from robot_envs import Task, make_family
 from vision_gmps.adaptation import run_adaptation
-from vision_gmps.checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
+from vision_gmps.checkpoint import CheckpointError, check_compatible, resume_checkpoint, save_checkpoint
+from vision_gmps.config import ConfigError
 from vision_gmps.expert_data import ExpertBuffer, attach_demo_files
 from vision_gmps.inner import split_by_task
 from vision_gmps.meta import adapt_all, bc_loss, gmps_loss, maml_loss
@@ -42,7 +43,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={name} but no CUDA device is available; use device=cpu")
+        raise ConfigError(f"device={name} but no CUDA device is available; use device=cpu")
     return torch.device(name)
 
 
@@ -261,13 +262,13 @@ class MetaTrainer:
         }
 
     def save(self) -> Path:
-        path = save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self.state_dict())
-        save_checkpoint(self.run_dir / "checkpoints" / f"iter_{self.iteration:05d}.pt",
-                        {**self.state_dict(), "buffer": {}})
+        """``last.pt`` and ``iter_<i>.pt``: the same full state (expert buffer included), so either resumes exactly."""
+        state = self.state_dict()
+        path = save_checkpoint(self.run_dir / "checkpoints" / "last.pt", state)
+        save_checkpoint(self.run_dir / "checkpoints" / f"iter_{self.iteration:05d}.pt", state)
         return path
 
-    def load(self, path: Path) -> None:
-        state = load_checkpoint(path)
+    def load(self, path: Path, state: dict[str, Any]) -> None:
         check_compatible(state, self.policy.spec, self.family.name, path)
         if state["algo"] != self.cfg.algo.name:
             raise CheckpointError(f"checkpoint {path} was trained with algo={state['algo']}, the config says {self.cfg.algo.name}")
@@ -280,14 +281,14 @@ class MetaTrainer:
             self.buffer = ExpertBuffer.from_state_dict(state["buffer"])
 
     # ---------------------------------------------------------------- main loop
-    def run(self, logger: RunLogger, resume: bool = False) -> dict[str, float]:
+    def run(self, logger: RunLogger, resume: bool = False, resume_from: tuple[Path, dict] | None = None) -> dict[str, float]:
+        """Train to ``train.iterations``; ``resume`` continues from ``resume_from`` (default: ``resume_checkpoint``)."""
         tcfg = self.cfg.train
-        last = self.run_dir / "checkpoints" / "last.pt"
         if resume:
-            if not last.is_file():
-                raise CheckpointError(f"resume=true but {last} does not exist; pass the run_dir of an earlier run")
-            self.load(last)
-            log.info("resumed from %s at iteration %d", last, self.iteration)
+            path, state = resume_from or resume_checkpoint(self.run_dir, bool(self.cfg.get("resume_fallback")))
+            self.load(path, state)
+            logger.drop_after(self.iteration)  # metrics of iterations the checkpoint does not hold would repeat
+            log.info("resumed from %s at iteration %d", path, self.iteration)
         if self.cfg.algo.name in ("gmps", "bc"):
             self.init_expert_data(fresh=self.buffer is None)
             if self.iteration == 0 and (pretrain := self.pretrain()):

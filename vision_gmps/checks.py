@@ -1,0 +1,153 @@
+"""Check every numeric and categorical setting before any work starts.
+
+Hydra types nothing (``train.iterations=abc`` composes fine) and a bad value used
+to surface only after minutes of rollouts (``train.checkpoint_every=0`` crashed
+after the first iteration). ``check_settings`` names every bad key at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from vision_gmps.config import ConfigError
+
+# key: (smallest allowed integer, what the key means). Checked for every job.
+INTS: dict[str, tuple[int, str]] = {
+    "seed": (0, "random seed"),
+    "torch_threads": (0, "CPU threads, 0 = torch's default"),
+    "sampler.num_envs": (1, "envs stepped together"),
+    "env.tasks.seed": (0, "task-set seed"),
+    "env.tasks.train": (1, "training tasks"),
+    "env.tasks.test": (0, "held-out tasks"),
+    "env.kwargs.horizon": (1, "steps per episode"),
+}
+TRAIN_INTS: dict[str, tuple[int, str]] = {
+    "train.iterations": (1, "meta-iterations"),
+    "train.checkpoint_every": (1, "iterations between checkpoints"),
+    "train.eval_every": (0, "iterations between held-out checks, 0 = off"),
+    "train.eval_tasks": (0, "held-out tasks of each check"),
+    "algo.rollouts_per_task": (1, "episodes per task per iteration"),
+    "algo.outer_steps": (1, "Adam steps per iteration"),
+    "algo.inner_steps": (1, "inner policy-gradient steps"),
+    "algo.expert_batch_size": (1, "expert samples per task per step"),
+    "algo.buffer_max_per_task": (1, "expert samples kept per task"),
+    "algo.pretrain_steps": (0, "behaviour-cloning steps before meta-training"),
+    "algo.expert.episodes_per_task": (1, "scripted expert episodes per task"),
+    "algo.dagger.every": (1, "iterations between DAgger collections"),
+    "algo.dagger.rollouts_per_task": (1, "DAgger episodes per task"),
+}
+ADAPT_INTS: dict[str, tuple[int, str]] = {
+    "adapt.num_tasks": (1, "held-out tasks to adapt on"),
+    "adapt.steps": (0, "policy-gradient steps"),
+    "adapt.rollouts_per_task": (1, "episodes per task per step"),
+    "adapt.eval_episodes": (1, "evaluation episodes per task per step"),
+}
+DEMO_INTS: dict[str, tuple[int, str]] = {
+    "demo.demos_per_task": (1, "scripted demos recorded per training task"),
+}
+# Policy shape: lists of positive integers (channels, strides, hidden layer sizes; only the last may be []).
+POSITIVE_LISTS = ("policy.conv_channels", "policy.conv_strides", "policy.hidden_sizes")
+POLICY_INTS: dict[str, tuple[int, str]] = {
+    "policy.kernel_size": (1, "conv kernel size"),
+    "policy.bias_transform_dim": (0, "bias-transform size"),
+}
+# key: (exclusive lower bound, inclusive upper bound or None, allow null)
+FLOATS: dict[str, tuple[float, float | None, bool]] = {
+    "algo.inner_lr": (0.0, None, False),
+    "algo.outer_lr": (0.0, None, False),
+    "algo.step_size_lr": (0.0, None, True),
+    "algo.grad_clip": (0.0, None, False),
+    "algo.gamma": (0.0, 1.0, False),
+    "adapt.fixed_step_size": (0.0, None, True),
+}
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "algo.name": ("gmps", "maml", "bc"),
+    "algo.baseline": ("linear", "none"),
+    "algo.imitation_loss": ("mse", "nll"),
+    "algo.expert.source": ("scripted", "demos"),
+    "adapt.step_size": ("learned", "fixed", "both"),
+    "adapt.split": ("train", "test"),
+    "wandb.mode": ("offline", "online", "disabled"),
+}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_settings(cfg: DictConfig, job: str) -> None:
+    """Raise one ``ConfigError`` listing every bad setting of ``job`` (train | adapt | demo)."""
+    get = lambda key: OmegaConf.select(cfg, key, default="<absent>")  # noqa: E731
+    problems: list[str] = []
+    ints = dict(INTS)
+    if job in ("train", "demo"):
+        ints |= TRAIN_INTS | POLICY_INTS
+        for key in POSITIVE_LISTS:
+            value = get(key)
+            items = list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else None
+            empty_ok = key == "policy.hidden_sizes"  # [] is a linear head
+            if value != "<absent>" and (items is None or (not items and not empty_ok)
+                                        or not all(_is_int(v) and v >= 1 for v in items)):
+                problems.append(f"{key}={_show(value)}: must be a list of integers >= 1, e.g. [16,16]")
+    if job == "demo":
+        ints |= DEMO_INTS
+    if job in ("adapt", "demo"):
+        ints |= ADAPT_INTS
+    for key, (low, meaning) in ints.items():
+        value = get(key)
+        if value != "<absent>" and (not _is_int(value) or value < low):
+            problems.append(f"{key}={value}: must be an integer >= {low} ({meaning})")
+    for key, (low, high, nullable) in FLOATS.items():
+        value = get(key)
+        if value == "<absent>" or (value is None and nullable) or job == "adapt" and key.startswith("algo."):
+            continue
+        if not _is_number(value) or value <= low or (high is not None and value > high):
+            upper = f" and <= {high}" if high is not None else ""
+            problems.append(f"{key}={value}: must be a number > {low}{upper}")
+    for key, options in CHOICES.items():
+        value = get(key)
+        if value != "<absent>" and value not in options:
+            problems.append(f"{key}={value}: must be one of {', '.join(map(str, options))}")
+    size = get("env.kwargs.image_size")
+    if size != "<absent>":
+        dims = list(size) if OmegaConf.is_list(size) or isinstance(size, (list, tuple)) else None
+        if dims is None or len(dims) != 2 or not all(_is_int(d) and d >= 1 for d in dims):
+            problems.append(f"env.kwargs.image_size={_show(size)}: must be [height,width], two integers >= 1")
+    noise = get("algo.expert.noise")
+    if job != "adapt" and noise != "<absent>" and (not _is_number(noise) or noise < 0):
+        problems.append(f"algo.expert.noise={noise}: must be a number >= 0")
+    problems += _split_sizes(cfg, job, get)
+    if problems:
+        raise ConfigError("bad settings:\n  " + "\n  ".join(problems) if len(problems) > 1 else problems[0])
+
+
+def _split_sizes(cfg: DictConfig, job: str, get) -> list[str]:
+    """Settings that draw more tasks than the configured split holds."""
+    out = []
+    train_n, test_n = get("env.tasks.train"), get("env.tasks.test")
+    if not (_is_int(train_n) and _is_int(test_n)):
+        return out
+    if job in ("train", "demo"):
+        mbs = get("algo.meta_batch_size")
+        if mbs not in (None, "<absent>") and (not _is_int(mbs) or not 1 <= mbs <= train_n):
+            out.append(f"algo.meta_batch_size={mbs}: must be null or 1..{train_n} (env.tasks.train)")
+        eval_every, eval_tasks = get("train.eval_every"), get("train.eval_tasks")
+        if _is_int(eval_every) and eval_every > 0 and _is_int(eval_tasks) and not 1 <= eval_tasks <= test_n:
+            out.append(f"train.eval_tasks={eval_tasks}: must be 1..{test_n} (env.tasks.test) while train.eval_every > 0")
+    if job in ("adapt", "demo"):
+        split, n = get("adapt.split"), get("adapt.num_tasks")
+        held = {"train": train_n, "test": test_n}.get(split)
+        if held is not None and _is_int(n) and n > held:
+            out.append(f"adapt.num_tasks={n}: the {split} split has {held} tasks (env.tasks.{split}); "
+                       f"lower adapt.num_tasks or raise env.tasks.{split}")
+    return out
+
+
+def _show(value: Any) -> str:
+    return str(OmegaConf.to_container(value)) if OmegaConf.is_list(value) else str(value)
