@@ -28,7 +28,7 @@ from robot_envs.robots import Robot, RobotFault, make_robot
 from robot_envs.robots.keys import TerminalKeys
 from robot_envs.robots.reward import DetectorReward, OperatorReward, RewardSource, SimulatorReward, key_prompt, scripted_operator
 from robot_envs.robots.safety import EStop, SafeRobot, SafetyLimits
-from vision_gmps.adapt import STEP_SIZE_MODES, markdown_table
+from vision_gmps.adapt import markdown_table
 from vision_gmps.adaptation import AdaptationResult, run_adaptation
 from vision_gmps.checkpoint import CheckpointError, load_checkpoint, policy_from_checkpoint
 from vision_gmps.config import ConfigError, load_config
@@ -117,7 +117,7 @@ def deploy(cfg: DictConfig) -> AdaptationResult:
     if not cfg.checkpoint:
         raise ConfigError("vgmps deploy needs checkpoint=<path to a meta-trained .pt file>")
     if cfg.step_size not in ("learned", "fixed"):
-        raise ConfigError(f"step_size={cfg.step_size!r}: deploy runs one of {STEP_SIZE_MODES[:2]}")
+        raise ConfigError(f"step_size={cfg.step_size!r}: deploy runs learned or fixed")
     if cfg.steps < 1 or cfg.rollouts_per_task < 1 or cfg.num_tasks < 1:
         raise ConfigError("deploy needs steps >= 1, rollouts_per_task >= 1 and num_tasks >= 1")
     torch.set_num_threads(int(cfg.torch_threads or 1))
