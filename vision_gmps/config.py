@@ -16,6 +16,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from vision_gmps.config_search import rewrite_overrides
+
 CONFIG_DIR = Path(os.environ.get("VGMPS_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
 
 
@@ -27,8 +29,11 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = 
     if not CONFIG_DIR.is_dir():
         raise ConfigError(f"config folder {CONFIG_DIR} not found; set VGMPS_CONFIG_DIR to the project's configs/")
     try:
+        overrides = rewrite_overrides(list(overrides), CONFIG_DIR)  # VGMPS_CONFIG_PATH, env.family / env.kwargs
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=list(overrides))
+            cfg = compose(config_name=config_name, overrides=overrides)
+    except FileNotFoundError as err:
+        raise ConfigError(str(err)) from err
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(f"bad config override: {err}") from err
     OmegaConf.set_struct(cfg, True)

@@ -24,7 +24,8 @@ def prepare_run_dir(cfg: DictConfig, job: str) -> Path:
     elif cfg.get("resume"):
         raise ValueError("resume=true needs run_dir=<folder of the run to continue>")
     else:
-        run_dir = Path("runs") / f"{cfg.env.family}-{cfg.algo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        family = str(cfg.env.family).rsplit(":", 1)[-1]  # module:Class -> Class
+        run_dir = Path("runs") / f"{family}-{cfg.algo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / f"{job}_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return run_dir

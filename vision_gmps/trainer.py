@@ -81,17 +81,16 @@ class MetaTrainer:
         self.buffer: ExpertBuffer | None = None
         self.expert = None
         if cfg.algo.name in ("gmps", "bc"):
-            from demos.collect import expert_kwargs
-            from demos.scripted import EXPERTS, make_expert
+            from demos.scripted import expert_for, has_expert
 
             dagger = cfg.algo.get("dagger", {}).get("enabled", False)
             if cfg.algo.expert.source == "scripted" or dagger:
-                if cfg.env.family not in EXPERTS:
+                if not has_expert(self.family):
                     raise ValueError(
                         f"algo.expert.source=scripted / algo.dagger.enabled need a scripted expert, and family "
                         f"{cfg.env.family!r} has none; use algo.expert.source=demos with algo.dagger.enabled=false"
                     )
-                self.expert = make_expert(cfg.env.family, **expert_kwargs(self.family))
+                self.expert = expert_for(self.family)
 
     # ---------------------------------------------------------------- expert data
     def init_expert_data(self, fresh: bool = True) -> None:
