@@ -5,9 +5,9 @@ A user's own package plugs in without a wrapper and without editing ours, in eit
 * **entry points** in its ``pyproject.toml``, found by every ``vgmps`` subcommand once installed::
 
       [project.entry-points."vision_gmps.families"]
-      reach = "my_pkg.tasks:ReachFamily"
+      slide = "my_pkg.tasks:SlideFamily"
 
-* **``module:Class``** anywhere a name is taken, e.g. ``vgmps train env.family=my_pkg.tasks:ReachFamily``
+* **``module:Class``** anywhere a name is taken, e.g. ``vgmps train env.family=my_pkg.tasks:SlideFamily``
   (the module must be importable: installed, or on ``PYTHONPATH``).
 
 Built-in names win over entry points of the same name, so an installed package cannot silently

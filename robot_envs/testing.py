@@ -110,9 +110,9 @@ def check_replay(env: gym.Env) -> None:
     if not supports_replay(env):
         return
     env.reset(seed=2)
-    obs = env.step(np.zeros(env.action_space.shape, np.float32))[0]
+    obs = env.step(np.full(env.action_space.shape, 0.5, np.float32))[0]  # moving: a stale render would show
     saved = np.asarray(env.get_sim_state()).copy()
-    env.step(np.ones(env.action_space.shape, np.float32))
+    env.step(-np.ones(env.action_space.shape, np.float32))
     restored = env.set_sim_state(saved)
     assert isinstance(restored, tuple) and len(restored) == 2, "set_sim_state must return (obs, info)"
     assert np.array_equal(restored[0]["image"], obs["image"]), "set_sim_state(get_sim_state()) renders a different image"

@@ -76,6 +76,7 @@ class ReachEnv(gym.Env):
         low, high = self.model.actuator_ctrlrange.T
         self.data.ctrl[:] = np.clip(self.data.qpos[:2] + self.max_delta * action, low, high)
         mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS)
+        mujoco.mj_forward(self.model, self.data)  # body positions for the new qpos: the image matches the state
         self._t += 1
         obs, info = self._observe()
         return obs, float(info["success"]), False, self._t >= self.horizon, info
