@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import os
 import tempfile
 from pathlib import Path
 
 from vision_gmps.config import load_config
 from vision_gmps.train import train
+from wilson import wilson  # benchmarks/wilson.py
 
 COMMON = ["wandb.mode=disabled", "torch_threads=1", "train.eval_every=0", "train.checkpoint_every=100"]
 FAMILIES = {
@@ -29,25 +30,23 @@ FAMILIES = {
              "algo.dagger.enabled=false"],
     "example": ["+experiment=reach_cpu"],
 }
-VARIANTS = {
-    "none": ["algo.outer_lr_warmup=0", "algo.pre_update_bc_weight=0"],
-    "warmup": ["algo.outer_lr_warmup=3", "algo.pre_update_bc_weight=0"],
-    "anchor": ["algo.outer_lr_warmup=0", "algo.pre_update_bc_weight=1.0"],
-    "both": ["algo.outer_lr_warmup=3", "algo.pre_update_bc_weight=1.0"],
-}
+OFF = {"algo.outer_lr_warmup": 0, "algo.pre_update_bc_weight": 0, "algo.inner_step_calibration": 0}
+VARIANTS = {name: [f"{k}={v}" for k, v in {**OFF, **on}.items()] for name, on in {
+    "none": {},
+    "warmup": {"algo.outer_lr_warmup": 3},
+    "anchor": {"algo.pre_update_bc_weight": 1.0},
+    "calibrate": {"algo.inner_step_calibration": 1.5},
+    "calibrate+anchor": {"algo.inner_step_calibration": 1.5, "algo.pre_update_bc_weight": 1.0},
+}.items()}
 
 
-def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson 95% interval of a success rate (n episodes)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (centre - half, centre + half)
 
 
 def run(family: str, variant: str, iterations: int, extra: list[str]) -> list[dict]:
+    if family == "example":  # its configs ship in its package: on VGMPS_CONFIG_PATH, as a user's would be
+        import vgmps_reach
+
+        os.environ["VGMPS_CONFIG_PATH"] = str(vgmps_reach.CONFIG_DIR)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config([*COMMON, *FAMILIES[family], *VARIANTS[variant], f"train.iterations={iterations}",
                            f"run_dir={tmp}", *extra])

@@ -204,6 +204,31 @@ class MetaTrainer:
                         "meta-update is undoing the warm start; raise algo.pre_update_bc_weight or lower algo.outer_lr",
                         self.iteration, loss, loss / self.bc_loss_after_pretrain, self.bc_loss_after_pretrain)
 
+    def _calibrate_step_sizes(self, loss_fn, batch) -> float:
+        """Halve the step sizes until the adapted policy imitates within ``algo.inner_step_calibration``x the pre-update one.
+
+        Run once, at the first meta-iteration. Without it a step size tuned on another family can make
+        the adapted policy's imitation loss several times the warm start's, and the outer steps then
+        undo the warm start rather than shrink the step (Adam moves a step size of 0.5 by ~outer_lr per step).
+        """
+        bound = float(self.cfg.algo.get("inner_step_calibration", 0) or 0)
+        if bound <= 0:
+            return 1.0
+        pre = float(bc_loss(self.policy, self.policy.params(), batch, self.cfg.algo.imitation_loss).detach())
+        scale = 1.0
+        for _ in range(10):
+            post = float(loss_fn(batch).detach())
+            if post <= bound * pre:
+                break
+            with torch.no_grad():
+                for value in self.step_sizes.values:
+                    value.mul_(0.5)
+            scale *= 0.5
+        if scale < 1.0:
+            log.warning("inner step sizes scaled by %g: the adapted policy's imitation loss was above %gx the "
+                        "pre-update policy's %.4f (algo.inner_step_calibration)", scale, bound, pre)
+        return scale
+
     def train_iteration(self) -> dict[str, float]:
         cfg = self.cfg.algo
         idx = self._iteration_tasks()
@@ -241,13 +266,19 @@ class MetaTrainer:
         if cfg.name == "gmps":
             anchor = float(cfg.get("pre_update_bc_weight", 0) or 0)
 
+            def adapted_loss(batch):
+                return gmps_loss(self.policy, theta, alpha, pre_batches, batch, cfg.inner_steps, second_order,
+                                 cfg.imitation_loss)
+
             def fn():
                 # pre_update_bc_weight: the pre-update policy keeps imitating the expert too, so the
                 # meta-update cannot trade away what the BC warm start taught it.
                 batch = expert_batch()
-                loss = gmps_loss(self.policy, theta, alpha, pre_batches, batch, cfg.inner_steps, second_order,
-                                 cfg.imitation_loss)
+                loss = adapted_loss(batch)
                 return loss + anchor * bc_loss(self.policy, theta, batch, cfg.imitation_loss) if anchor else loss
+
+            if self.iteration == 0:
+                metrics["step_size_calibration"] = self._calibrate_step_sizes(adapted_loss, expert_batch())
         else:
             fn = lambda: maml_loss(  # noqa: E731
                 self.policy, theta, alpha, pre_batches, post_batches, cfg.inner_steps, second_order, cfg.clip
