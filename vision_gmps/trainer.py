@@ -264,7 +264,8 @@ class MetaTrainer:
                 metrics["dagger/buffer_mean"] = float(np.mean([self.buffer.size(i) for i in idx]))
 
         if cfg.name == "gmps":
-            anchor = float(cfg.get("pre_update_bc_weight", 0) or 0)
+            warm_started = int(cfg.get("pretrain_steps", 0) or 0) > 0  # the guards keep a BC warm start
+            anchor = float(cfg.get("pre_update_bc_weight", 0) or 0) if warm_started else 0.0
 
             def adapted_loss(batch):
                 return gmps_loss(self.policy, theta, alpha, pre_batches, batch, cfg.inner_steps, second_order,
@@ -277,7 +278,7 @@ class MetaTrainer:
                 loss = adapted_loss(batch)
                 return loss + anchor * bc_loss(self.policy, theta, batch, cfg.imitation_loss) if anchor else loss
 
-            if self.iteration == 0:
+            if self.iteration == 0 and warm_started:
                 metrics["step_size_calibration"] = self._calibrate_step_sizes(adapted_loss, expert_batch())
         else:
             fn = lambda: maml_loss(  # noqa: E731
