@@ -37,6 +37,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, default=None, help="keep the run here (default: a temporary folder)")
     parser.add_argument("--eval-episodes", type=int, default=2, help="evaluation starts per held-out task")
+    parser.add_argument("--tasks", type=int, default=20, help="held-out test tasks")
+    parser.add_argument("--steps", type=int, default=3, help="policy-gradient steps on reward only")
     parser.add_argument("overrides", nargs="*", help="hydra overrides for training, e.g. train.iterations=10")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -46,7 +48,8 @@ def main() -> int:
                                      f"run_dir={run}", *args.overrides]))
         train_s = time.perf_counter() - start
         cfg = load_config(["wandb.mode=disabled", "torch_threads=1", f"adapt.checkpoint={run}/checkpoints/last.pt",
-                           f"adapt.eval_episodes={args.eval_episodes}", f"run_dir={run}/adapt"])
+                           f"adapt.eval_episodes={args.eval_episodes}", f"adapt.num_tasks={args.tasks}",
+                           f"adapt.steps={args.steps}", "adapt.rollouts_per_task=20", f"run_dir={run}/adapt"])
         result = adapt(cfg)["learned"]
         n = int(cfg.adapt.num_tasks) * args.eval_episodes
     print(f"\nreach (examples/reach_family): GMPS, {trainer.iteration} meta-iterations, {trainer.env_episodes} "
