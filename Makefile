@@ -24,13 +24,18 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-$(STAMP): pyproject.toml
+EXAMPLE_FAMILY := examples/reach_family
+
+$(STAMP): pyproject.toml $(EXAMPLE_FAMILY)/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"
 	# robomimic (tests load our demo files with its dataset class) without its egl_probe/tensorboard
 	# requirements: SequenceDataset needs only packages we already install.
 	$(PY) -m pip install -q --no-deps robomimic==0.3.0
+	# The example outside family (docs/custom_family.md), installed as a user would: its entry points
+	# make `reach` known to every vgmps subcommand; tests/test_example_family.py drives it.
+	$(PY) -m pip install -q --no-deps -e $(EXAMPLE_FAMILY)
 	touch $(STAMP)
 
 clean:

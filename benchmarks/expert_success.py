@@ -17,8 +17,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from demos.collect import expert_kwargs, episode_seed
-from demos.scripted import make_expert
+from demos.collect import episode_seed
+from demos.scripted import expert_for
 from robot_envs import make_family
 
 TARGET = 0.95
@@ -26,7 +26,7 @@ TARGET = 0.95
 
 def run(family_name: str, split: str, num_tasks: int, episodes: int, seed: int, noise: float = 0.0) -> dict:
     family = make_family(family_name)
-    expert = make_expert(family_name, **expert_kwargs(family))
+    expert = expert_for(family)
     tasks = family.sample(split, num_tasks, seed)
     env = family.make_env(tasks[0])
     rng = np.random.default_rng([seed, 0x5EED])

@@ -20,23 +20,17 @@ from robot_envs.errors import UserError
 # ----------------------------------------------------------------------------- collect
 
 
-def collect_main(argv: list[str]) -> int:
-    if argv and argv[0] in ("-h", "--help"):
-        print("usage: vgmps collect [hydra overrides]   e.g. env=point split=test demos_per_task=10 output=data/p.hdf5\n"
-              "keys: source (scripted|keyboard|spacemouse) split num_tasks task_indices demos_per_task output noise seed\n"
-              "      append=true (or --append): add new episodes (fresh seeds) to an existing output file")
-        return 0
-    from omegaconf import OmegaConf
+# `vgmps collect` composes its hydra config in vision_gmps.collect (the CLI layer) and calls
+# run_collect with the plain dict: demos/ imports nothing from vision_gmps/.
+COLLECT_USAGE = ("usage: vgmps collect [hydra overrides]   e.g. env=point split=test demos_per_task=10 output=data/p.hdf5\n"
+                 "keys: source (scripted|keyboard|spacemouse) split num_tasks task_indices demos_per_task output noise seed\n"
+                 "      append=true (or --append): add new episodes (fresh seeds) to an existing output file")
 
-    from vision_gmps.config import ConfigError, load_config
 
+def run_collect(raw: dict[str, Any]) -> int:
+    """``vgmps collect`` on a composed config (a plain dict); returns the exit code, errors printed."""
     try:
-        cfg = load_config(argv, config_name="collect")
-    except ConfigError as err:
-        print(f"vgmps collect: error: {err}", file=sys.stderr)
-        return 2
-    try:
-        return _collect(OmegaConf.to_container(cfg, resolve=True))
+        return _collect(raw)
     except (UserError, RuntimeError, ValueError) as err:
         print(f"vgmps collect: error: {err}", file=sys.stderr)
         return 1

@@ -6,8 +6,6 @@ collection killed at any point leaves every finished demo readable (see ``demos.
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -16,21 +14,10 @@ import numpy as np
 from tqdm import tqdm
 
 from demos.hdf5 import DemoReader, DemoWriter, Episode, EpisodeRecorder, make_env_args
-from demos.scripted import ScriptedExpert, make_expert
-from robot_envs import FAMILIES, Task, TaskFamily, make_family
-
-
-def constructor_params(cls: type) -> set[str]:
-    """Keyword names a class's constructor accepts, following ``**kwargs`` up to the base classes."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass) or klass is object:
-            continue
-        params = inspect.signature(vars(klass)["__init__"]).parameters
-        names |= {n for n, p in params.items() if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            break
-    return names
+from demos.scripted import ScriptedExpert, expert_for
+from robot_envs import Task, TaskFamily, available_families, family_class, make_family
+from robot_envs.base import sim_state
+from robot_envs.plugins import constructor_params
 
 
 def rebuild_family(env_args: dict[str, Any]) -> TaskFamily:
@@ -41,11 +28,10 @@ def rebuild_family(env_args: dict[str, Any]) -> TaskFamily:
     """
     name = env_args["family"]
     kwargs = dict(env_args.get("env_kwargs", {}))
-    if name in FAMILIES:
-        module_name, class_name = FAMILIES[name].split(":")
-        accepted = constructor_params(getattr(importlib.import_module(module_name), class_name))
-        kwargs = {k: v for k, v in kwargs.items() if k in accepted}
-    return make_family(name, **kwargs)
+    if name not in available_families() and env_args.get("env_kwargs", {}).get("family_class"):
+        name = env_args["env_kwargs"]["family_class"]  # a family given as module:Class, not installed by name
+    accepted = constructor_params(family_class(name))
+    return make_family(name, **{k: v for k, v in kwargs.items() if k in accepted})
 
 
 def select_tasks(family: TaskFamily, split: str, num_tasks: int, seed: int, indices: list[int] | None = None) -> list[Task]:
@@ -100,7 +86,7 @@ def run_episode(
     env.task = task
     obs, info = env.reset(seed=seed)
     rec = EpisodeRecorder(task, source, seed)
-    rec.start(obs, env.get_sim_state())
+    rec.start(obs, sim_state(env))
     done = False
     while not done:
         label = np.asarray(act(obs, info), dtype=np.float32)
@@ -110,7 +96,7 @@ def run_episode(
             action = np.clip(label + noise * rng.standard_normal(label.shape), -1.0, 1.0).astype(np.float32)
         obs, reward, terminated, truncated, info = env.step(action)
         done = bool(terminated or truncated)
-        rec.step(action, obs, reward, done, info, env.get_sim_state(), expert_action=label if expert else None)
+        rec.step(action, obs, reward, done, info, sim_state(env), expert_action=label if expert else None)
     return rec.finish(model_xml(env))
 
 
@@ -141,7 +127,7 @@ def collect_scripted(
 
     Demos already in ``output`` keep their reset seeds to themselves: new ones use seeds not yet in the file.
     """
-    expert = expert or make_expert(family.name, **expert_kwargs(family))
+    expert = expert or expert_for(family)
     env = family.make_env(tasks[0] if tasks else None)
     writer = DemoWriter(output, make_env_args(family, env), valid_every=valid_every)
     used = used_seeds(output)
@@ -165,11 +151,3 @@ def collect_scripted(
         env.close()
     return stats
 
-
-def expert_kwargs(family: TaskFamily) -> dict[str, Any]:
-    """Experts that need family settings (point's step size) get them from the family."""
-    if family.name == "point":
-        return {"max_step": family.max_step}  # type: ignore[attr-defined]
-    if hasattr(family, "max_delta"):
-        return {"max_delta": family.max_delta}  # robosuite families: metres per unit action
-    return {}

@@ -16,6 +16,7 @@ import numpy as np
 
 from demos.collect import rebuild_family
 from demos.hdf5 import DemoFileError, DemoReader, Episode
+from robot_envs.base import require_replay
 
 MODES = ("states", "actions", "both")
 
@@ -82,6 +83,7 @@ def replay_demo(path: str | Path, demo: str, mode: str = "both") -> tuple[Replay
     family = rebuild_family(env_args)
     env = family.make_env(ep.task)
     try:
+        require_replay(env, "vgmps demos replay")
         env.task = ep.task
         env.reset(seed=ep.seed)
         result = ReplayResult(demo=demo, steps=ep.num_samples, stored_success=ep.success)

@@ -21,6 +21,7 @@ import numpy as np
 from demos.collect import episode_seed, model_xml, used_seeds
 from demos.hdf5 import DemoWriter, Episode, EpisodeRecorder, make_env_args
 from robot_envs import Task, TaskFamily
+from robot_envs.base import sim_state
 
 DEVICES = ("keyboard", "spacemouse")
 # dpos per poll for one keypress (robosuite Keyboard: 0.05) or full deflection (SpaceMouse: 0.005).
@@ -191,7 +192,7 @@ def teleop_collect(
                 attempt += 1
                 say(f"task {describe_task(task)}  (kept {kept_here}/{episodes_per_task})")
                 rec = EpisodeRecorder(task, source, reset_seed)
-                rec.start(obs, env.get_sim_state())
+                rec.start(obs, sim_state(env))
                 device.start_control()
                 done = aborted = False
                 while not done:
@@ -202,7 +203,7 @@ def teleop_collect(
                     action = device_state_to_action(state, action_dim, family.name, gain)
                     obs, reward, terminated, truncated, info = env.step(action)
                     done = bool(terminated or truncated)
-                    rec.step(action, obs, reward, done, info, env.get_sim_state())
+                    rec.step(action, obs, reward, done, info, sim_state(env))
                     if view is not None:
                         view.show(obs["image"], f"{describe_task(task)}  success={bool(info['success'])}")
                     if step_hz > 0:

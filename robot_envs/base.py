@@ -17,6 +17,23 @@ Contract of every env built by ``TaskFamily.make_env``:
   An episode's success is its success at the final step.
 * ``env.task`` can be assigned between episodes: this is how vectorised
   samplers reuse one worker for many tasks (``VectorEnv.set_attr("task", ...)``).
+* The image must not show the hidden parameter (the goal): it is learned from reward.
+* Optional, for exact replay of recorded demos: ``env.get_sim_state() -> 1-D float array`` and
+  ``env.set_sim_state(state) -> (obs, info)``. A family without them still collects demos
+  (stored with empty states) but ``vgmps demos replay`` refuses them, saying why
+  (see :func:`supports_replay`, :func:`sim_state`).
+* Optional, for plain MuJoCo scenes: ``env.model_xml() -> str`` stored with each demo.
+
+What the family itself declares, so the stack needs no per-family code:
+
+* ``step_metrics``: names of extra per-step ``info`` scalars (e.g. ``"distance"``) that samplers
+  record and reports show as ``final_<name>``.
+* ``expert``: which scripted expert labels its states (``"module:Class"``, a registered expert
+  name, or ``None`` for the expert registered under the family's name), and ``expert_kwargs()``:
+  the settings that expert needs from the family (e.g. metres per unit action).
+* Default constructor arguments: ``env.family=NAME`` alone builds the family with them.
+
+``robot_envs.testing.check_family`` checks all of this for a family author.
 """
 
 from __future__ import annotations
@@ -66,6 +83,11 @@ class TaskFamily(abc.ABC):
 
     name: ClassVar[str]
     horizon: int
+    # Per-step ``info`` scalars the stack records, logs and reports (final value per episode).
+    step_metrics: ClassVar[tuple[str, ...]] = ()
+    # The scripted expert for this family: "module:Class", a registered expert name, or None
+    # (the expert registered under ``name``: built in, or an entry point of ``vision_gmps.experts``).
+    expert: ClassVar[str | None] = None
 
     def sample(self, split: str, n: int, seed: int = 0) -> list[Task]:
         if split not in SPLITS:
@@ -97,7 +119,33 @@ class TaskFamily(abc.ABC):
 
     def env_args(self) -> dict[str, Any]:
         """JSON-able description of how envs are built (stored in demo files and checkpoints)."""
-        return {"family": self.name, "horizon": self.horizon}
+        cls = type(self)
+        return {"family": self.name, "family_class": f"{cls.__module__}:{cls.__qualname__}", "horizon": self.horizon}
+
+    def expert_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for this family's scripted expert (settings it shares with the env)."""
+        return {}
+
+
+def supports_replay(env: Any) -> bool:
+    """Whether ``env`` can save and restore its exact simulator state (the optional replay contract)."""
+    return callable(getattr(env, "get_sim_state", None)) and callable(getattr(env, "set_sim_state", None))
+
+
+def sim_state(env: Any) -> np.ndarray:
+    """``env.get_sim_state()`` as a flat float64 array, or an empty one when the family has no state saving."""
+    if not callable(getattr(env, "get_sim_state", None)):
+        return np.zeros(0, np.float64)
+    return np.asarray(env.get_sim_state(), np.float64).ravel()
+
+
+def require_replay(env: Any, what: str) -> None:
+    """Refuse ``what`` with a clear message when ``env`` lacks ``get_sim_state``/``set_sim_state``."""
+    if not supports_replay(env):
+        raise NotImplementedError(
+            f"{what} needs exact state restore, and {type(env).__name__} has no get_sim_state()/set_sim_state(); "
+            "add both to the env (see robot_envs/base.py)"
+        )
 
 
 def check_action(action: Any, space: gym.spaces.Box) -> np.ndarray:

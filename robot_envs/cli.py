@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robot_envs import FAMILIES, make_family
+from robot_envs import available_families, make_family
 
 
 
@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     show = sub.add_parser("show", help="write a contact sheet PNG and an MP4 of random actions")
-    show.add_argument("family", help=f"one of {sorted(FAMILIES)}")
+    show.add_argument("family", help=f"one of {sorted(available_families())}, or package.module:Class")
     show.add_argument("--out", type=Path, default=Path("env_show"), help="output folder")
     show.add_argument("--tasks", type=int, default=6, help="number of train tasks on the contact sheet")
     show.add_argument("--split", default="train", choices=["train", "test"])

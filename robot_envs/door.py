@@ -173,6 +173,7 @@ class DoorFamily(RobosuiteFamily):
 
     name = "door"
     env_class = DoorEnv
+    step_metrics = ("angle_error",)
 
     def __init__(
         self,

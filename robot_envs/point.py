@@ -121,6 +121,7 @@ class PointFamily(TaskFamily):
     """Goals on the upper half-circle of radius ``goal_distance`` around the start."""
 
     name = "point"
+    step_metrics = ("distance",)
 
     def __init__(
         self,
@@ -143,6 +144,9 @@ class PointFamily(TaskFamily):
     def make_env(self, task: Task | None = None) -> PointEnv:
         task = task or Task(self.name, "train", -1, {"goal_x": 0.0, "goal_y": self.goal_distance})
         return PointEnv(task, self.image_size, self.horizon, self.max_step, self.goal_radius)
+
+    def expert_kwargs(self) -> dict[str, Any]:
+        return {"max_step": self.max_step}
 
     def env_args(self) -> dict[str, Any]:
         return {

@@ -189,6 +189,7 @@ class PushFamily(RobosuiteFamily):
 
     name = "push"
     env_class = PushEnv
+    step_metrics = ("distance",)
 
     def __init__(
         self,

@@ -430,6 +430,9 @@ class RobosuiteFamily(TaskFamily):
             "show_goal": self.show_goal,
         }
 
+    def expert_kwargs(self) -> dict[str, Any]:
+        return {"max_delta": self.max_delta}  # metres per unit action, shared by env and expert
+
     def env_args(self) -> dict[str, Any]:
         kwargs = self._env_kwargs()
         kwargs["image_size"] = list(self.image_size)

@@ -18,7 +18,8 @@ import h5py
 import numpy as np
 import pytest
 
-from demos.cli import collect_main, demos_main, summarize
+from demos.cli import demos_main, summarize
+from vision_gmps.collect import collect_main
 from demos.collect import collect_scripted, select_tasks
 from demos.dataset import DemoDataset
 from demos.hdf5 import DemoFileError, DemoReader, DemoWriter, make_env_args, merge, validate

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from demos.collect import collect_scripted, episode_seed, expert_kwargs, select_tasks
+from demos.collect import collect_scripted, episode_seed, select_tasks
 from demos.hdf5 import DemoReader, validate
 from demos.replay import replay_demo
 from demos.scripted import make_expert
@@ -15,7 +15,7 @@ from robot_envs import make_family
 
 def _success_rate(family_name: str, split: str, n: int, **expert_options) -> tuple[float, list[str]]:
     family = make_family(family_name)
-    expert = make_expert(family_name, **expert_kwargs(family), **expert_options)
+    expert = make_expert(family_name, **family.expert_kwargs(), **expert_options)
     tasks = family.sample(split, n, 0)
     env = family.make_env(tasks[0])
     failed = []

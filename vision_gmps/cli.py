@@ -27,7 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("vision_gmps.train", "meta-train a policy"),
     "adapt": ("vision_gmps.adapt", "adapt a checkpoint to held-out tasks with reward only"),
     "demo": ("vision_gmps.demo", "the main job: train, adapt and write a report"),
-    "collect": ("demos.cli", "record demonstrations to an HDF5 file"),
+    "collect": ("vision_gmps.collect", "record demonstrations to an HDF5 file"),
     "demos": ("demos.cli", "inspect, validate, replay and merge demo files"),
     "envs": ("robot_envs.cli", "look at task families: contact sheets and videos"),
     "deploy": ("vision_gmps.deploy", "adapt a checkpoint on a robot (simulated or real), keeping every episode"),

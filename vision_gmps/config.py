@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from robot_envs.errors import UserError
+from vision_gmps.config_search import rewrite_overrides, search_path_overrides, user_config_dirs
 
 CONFIG_DIR = Path(os.environ.get("VGMPS_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
 # Keys under these prefixes may be added with ``+``: a family's constructor takes what it takes.
@@ -56,9 +57,11 @@ def _did_you_mean(name: str, choices: list[str]) -> str:
     return f"; did you mean {guess}?" if guess else ""
 
 
-def _compose(config_name: str, overrides: list[str]) -> DictConfig:
+def _compose(config_name: str, overrides: list[str], searchpath: bool = True) -> DictConfig:
+    """Compose with the user's config folders on hydra's search path (``searchpath=False``: already in ``overrides``)."""
+    extra = search_path_overrides(overrides) if searchpath else []
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name=config_name, overrides=overrides)
+        return compose(config_name=config_name, overrides=[*overrides, *extra])
 
 
 def _group_options(group: str) -> list[str]:
@@ -66,7 +69,8 @@ def _group_options(group: str) -> list[str]:
     if "." in group:
         return []
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
+        ours = set(GlobalHydra.instance().config_loader().get_group_options(group))
+    return sorted(ours | {p.stem for d in user_config_dirs() for p in (d / group).glob("*.yaml")})
 
 
 def _parse(overrides: list[str]) -> list[Any]:
@@ -118,7 +122,8 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = 
                 raise ConfigError(f"{o.key_or_group} is not a config key{_did_you_mean(o.key_or_group, sorted(base))} "
                                   f"(--help lists every key)")
     try:
-        cfg = _compose(config_name, overrides)
+        # VGMPS_CONFIG_PATH, and the env.family / env.kwargs conveniences (vision_gmps.config_search)
+        cfg = _compose(config_name, rewrite_overrides(overrides, CONFIG_DIR), searchpath=False)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_explain(err, parsed, overrides, config_name)) from err
     OmegaConf.set_struct(cfg, True)

@@ -73,8 +73,6 @@ def episode_seed(seed: int, index: int) -> int:
 class Sampler:
     """Owns a vector env for one family; collects batches of episodes with any acting function."""
 
-    EXTRA_KEYS = ("distance", "angle_error")
-
     def __init__(self, family: TaskFamily, num_envs: int = 8, backend: str = "sync") -> None:
         self.family = family
         self.num_envs = num_envs
@@ -135,7 +133,7 @@ class Sampler:
         offsets = act.start_episodes(groups) if hasattr(act, "start_episodes") else None
         images, proprio, actions, rewards, success = [], [], [], [], []
         states: dict[str, list[np.ndarray]] = {k: [] for k in info["state"]}
-        extras: dict[str, list[np.ndarray]] = {k: [] for k in self.EXTRA_KEYS if k in info}
+        extras: dict[str, list[np.ndarray]] = {k: [] for k in self.family.step_metrics}
         for _ in range(self.horizon):
             _check_finite(obs["proprio"], "proprio observation")
             images.append(obs["image"])

@@ -41,7 +41,8 @@ def prepare_run_dir(cfg: DictConfig, job: str) -> Path:
     elif cfg.get("resume"):
         raise UserError("resume=true needs run_dir=<folder of the run to continue>")
     else:
-        run_dir = Path("runs") / f"{cfg.env.family}-{cfg.algo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        family = str(cfg.env.family).rsplit(":", 1)[-1]  # module:Class -> Class
+        run_dir = Path("runs") / f"{family}-{cfg.algo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if job == "train" and not cfg.get("resume") and (found := previous_run(run_dir)):
         if not cfg.get("force"):
             raise UserError(f"run_dir={run_dir} already holds a run ({', '.join(found)}); add resume=true to continue it, "

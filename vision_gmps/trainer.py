@@ -77,22 +77,23 @@ class MetaTrainer:
             groups.append({"params": list(self.step_sizes.parameters()),
                            "lr": cfg.algo.get("step_size_lr") or cfg.algo.outer_lr})
         self.optimizer = torch.optim.Adam(groups, lr=cfg.algo.outer_lr)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]  # before algo.outer_lr_warmup scales them
+        self.bc_loss_after_pretrain: float | None = None
         self.iteration = 0
         self.env_episodes = 0
         self.buffer: ExpertBuffer | None = None
         self.expert = None
         if cfg.algo.name in ("gmps", "bc"):
-            from demos.collect import expert_kwargs
-            from demos.scripted import EXPERTS, make_expert
+            from demos.scripted import expert_for, has_expert
 
             dagger = cfg.algo.get("dagger", {}).get("enabled", False)
             if cfg.algo.expert.source == "scripted" or dagger:
-                if cfg.env.family not in EXPERTS:
+                if not has_expert(self.family):
                     raise ValueError(
                         f"algo.expert.source=scripted / algo.dagger.enabled need a scripted expert, and family "
                         f"{cfg.env.family!r} has none; use algo.expert.source=demos with algo.dagger.enabled=false"
                     )
-                self.expert = make_expert(cfg.env.family, **expert_kwargs(self.family))
+                self.expert = expert_for(self.family)
 
     # ---------------------------------------------------------------- expert data
     def init_expert_data(self, fresh: bool = True) -> None:
@@ -149,6 +150,7 @@ class MetaTrainer:
         self.optimizer.state.clear()
         first, last = float(np.mean(losses[:10])), float(np.mean(losses[-10:]))
         log.info("BC pre-training: %d steps, imitation loss %.4f -> %.4f", steps, first, last)
+        self.bc_loss_after_pretrain = last
         return {"pretrain/bc_loss_first": first, "pretrain/bc_loss": last}
 
     # ---------------------------------------------------------------- one iteration
@@ -178,6 +180,55 @@ class MetaTrainer:
         )
         self.optimizer.step()
         return loss.item()
+
+    def _warm_up_outer_lr(self) -> float:
+        """Scale the outer learning rate by (i+1)/(k+1) over the first k = ``algo.outer_lr_warmup`` iterations.
+
+        Right after the BC warm start, full-rate Adam steps on the post-adaptation imitation loss
+        can move the pre-update policy far from what BC taught it (seen on a new family: training
+        success 0.30 after BC, 0.01 after one iteration); a short ramp lets the step sizes adjust first.
+        """
+        k = int(self.cfg.algo.get("outer_lr_warmup", 0) or 0)
+        scale = 1.0 if k <= 0 else min(1.0, (self.iteration + 1) / (k + 1))
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * scale
+        return scale
+
+    def _check_imitation_jump(self, metrics: dict[str, float], batch) -> None:
+        """Warn when the pre-update policy's imitation loss has jumped far above its value after BC."""
+        factor = float(self.cfg.algo.get("bc_jump_warning", 0) or 0)
+        with torch.no_grad():
+            loss = float(bc_loss(self.policy, self.policy.params(), batch, self.cfg.algo.imitation_loss))
+        metrics["pre_bc_loss"] = loss
+        if factor and self.bc_loss_after_pretrain and loss > factor * self.bc_loss_after_pretrain:
+            log.warning("iteration %d: the pre-update policy's imitation loss is %.4f, %.1fx its %.4f after BC: the "
+                        "meta-update is undoing the warm start; raise algo.pre_update_bc_weight or lower algo.outer_lr",
+                        self.iteration, loss, loss / self.bc_loss_after_pretrain, self.bc_loss_after_pretrain)
+
+    def _calibrate_step_sizes(self, loss_fn, batch) -> float:
+        """Halve the step sizes until the adapted policy imitates within ``algo.inner_step_calibration``x the pre-update one.
+
+        Run once, at the first meta-iteration. Without it a step size tuned on another family can make
+        the adapted policy's imitation loss several times the warm start's, and the outer steps then
+        undo the warm start rather than shrink the step (Adam moves a step size of 0.5 by ~outer_lr per step).
+        """
+        bound = float(self.cfg.algo.get("inner_step_calibration", 0) or 0)
+        if bound <= 0:
+            return 1.0
+        pre = float(bc_loss(self.policy, self.policy.params(), batch, self.cfg.algo.imitation_loss).detach())
+        scale = 1.0
+        for _ in range(10):
+            post = float(loss_fn(batch).detach())
+            if post <= bound * pre:
+                break
+            with torch.no_grad():
+                for value in self.step_sizes.values:
+                    value.mul_(0.5)
+            scale *= 0.5
+        if scale < 1.0:
+            log.warning("inner step sizes scaled by %g: the adapted policy's imitation loss was above %gx the "
+                        "pre-update policy's %.4f (algo.inner_step_calibration)", scale, bound, pre)
+        return scale
 
     def train_iteration(self) -> dict[str, float]:
         cfg = self.cfg.algo
@@ -214,14 +265,30 @@ class MetaTrainer:
                 metrics["dagger/buffer_mean"] = float(np.mean([self.buffer.size(i) for i in idx]))
 
         if cfg.name == "gmps":
-            fn = lambda: gmps_loss(  # noqa: E731
-                self.policy, theta, alpha, pre_batches, expert_batch(), cfg.inner_steps, second_order, cfg.imitation_loss
-            )
+            warm_started = int(cfg.get("pretrain_steps", 0) or 0) > 0  # the guards keep a BC warm start
+            anchor = float(cfg.get("pre_update_bc_weight", 0) or 0) if warm_started else 0.0
+
+            def adapted_loss(batch):
+                return gmps_loss(self.policy, theta, alpha, pre_batches, batch, cfg.inner_steps, second_order,
+                                 cfg.imitation_loss)
+
+            def fn():
+                # pre_update_bc_weight: the pre-update policy keeps imitating the expert too, so the
+                # meta-update cannot trade away what the BC warm start taught it.
+                batch = expert_batch()
+                loss = adapted_loss(batch)
+                return loss + anchor * bc_loss(self.policy, theta, batch, cfg.imitation_loss) if anchor else loss
+
+            if self.iteration == 0 and warm_started:
+                metrics["step_size_calibration"] = self._calibrate_step_sizes(adapted_loss, expert_batch())
         else:
             fn = lambda: maml_loss(  # noqa: E731
                 self.policy, theta, alpha, pre_batches, post_batches, cfg.inner_steps, second_order, cfg.clip
             )
+        metrics["outer_lr_scale"] = self._warm_up_outer_lr()
         losses = [self._outer_step(fn) for _ in range(cfg.outer_steps)]
+        if cfg.name == "gmps":
+            self._check_imitation_jump(metrics, expert_batch())
         metrics["loss"] = float(np.mean(losses))
         metrics["loss_last"] = losses[-1]
         metrics["step_size_mean"] = float(torch.cat([a.detach().flatten() for a in alpha.values()]).mean())
