@@ -19,7 +19,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from demos.cli import collect_main, demos_main
+from demos.cli import demos_main
+from vision_gmps.collect import collect_main
 from demos.collect import collect_scripted, select_tasks
 from demos.hdf5 import DemoFileError, DemoReader, format_problems, merge, validate
 from robot_envs import make_family

@@ -95,7 +95,8 @@ def check_env_fits(state: dict[str, Any], ckpt: Path, family: str, horizon: int 
     saved = PolicySpec.from_dict(state["policy_spec"])
     saved_env = state.get("env_args", {})
     diffs = []
-    if saved_env.get("family") not in (None, family):
+    # ``module:Class`` names a family by where it lives; its registered name is checked once it is built
+    if ":" not in family and saved_env.get("family") not in (None, family):
         diffs.append(f"family: checkpoint {saved_env['family']}, settings {family}")
     elif horizon is not None and saved_env.get("horizon") is not None and int(saved_env["horizon"]) != int(horizon):
         diffs.append(f"horizon: checkpoint {saved_env['horizon']}, env {horizon} (env.kwargs.horizon)")

@@ -19,8 +19,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from robot_envs.errors import UserError
-
 ENV_VAR = "VGMPS_CONFIG_PATH"
 FAMILY_DEFAULTS = "family_defaults"  # configs/env/family_defaults.yaml: a family with its own defaults
 
@@ -30,7 +28,9 @@ def user_config_dirs() -> list[Path]:
     dirs = [Path(p).expanduser().resolve() for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
     missing = [str(d) for d in dirs if not d.is_dir()]
     if missing:
-        raise UserError(f"{ENV_VAR} names folders that do not exist: {missing}; fix or unset {ENV_VAR}")
+        from vision_gmps.config import ConfigError  # here, not at the top: config.py imports this module
+
+        raise ConfigError(f"{ENV_VAR} names folders that do not exist: {missing}; fix or unset {ENV_VAR}")
     return dirs
 
 
