@@ -57,7 +57,7 @@ def adapt(cfg: DictConfig, env_from_command_line: bool = False) -> dict[str, Ada
     fixed = acfg.fixed_step_size if acfg.fixed_step_size is not None else trained.algo.inner_lr
     modes = {"learned": step_sizes.as_dict(), "fixed": step_sizes.fixed(fixed)}
     chosen = ["learned", "fixed"] if acfg.step_size == "both" else [acfg.step_size]
-    sampler = Sampler(family, cfg.sampler.num_envs, cfg.sampler.backend)
+    sampler = Sampler.from_config(family, cfg.sampler)
     logger = RunLogger(run_dir, cfg, "adapt")
     results: dict[str, AdaptationResult] = {}
     try:
