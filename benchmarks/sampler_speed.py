@@ -56,7 +56,7 @@ print(json.dumps({{"first_env_mb": first - base, "per_env_mb": (rss() - first) /
 def memory_per_env(checkout: Path, n: int = 4) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(checkout), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE.format(n=n)], env=env, capture_output=True, text=True,
-                         timeout=900, check=True)
+                         timeout=900, check=True, cwd=checkout)  # cwd: `python -c` imports from it first
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

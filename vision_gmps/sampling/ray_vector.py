@@ -130,6 +130,11 @@ class RayVectorEnv:
         ray = self._ray
         refs = [getattr(actor, method).remote(*args) for actor, args in zip(self.actors, args_per_actor)]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.timeout_s)
+        if len(ready) == len(refs):
+            try:
+                return ray.get(refs, timeout=self.timeout_s)  # the usual case: one call for all results
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError):
+                pass  # sort out below which actor failed, and how
         results: list[Any] = [None] * len(refs)
         for i, ref in enumerate(refs):
             lost = ref not in ready
