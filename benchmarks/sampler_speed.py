@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--tasks", type=int, default=4)
     parser.add_argument("--episodes", type=int, default=20, help="per task, per throughput measurement")
-    parser.add_argument("--iteration-backends", default="sync-1,parallel-2")
+    parser.add_argument("--iteration-backends", default="sync-1,parallel-2", help="'' to skip the iteration part")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -190,7 +190,7 @@ def main() -> None:
         ray.shutdown()
 
     results["iteration"] = {}
-    for spec in args.iteration_backends.split(","):
+    for spec in filter(None, args.iteration_backends.split(",")):
         backend, workers = spec.rsplit("-", 1)
         results["iteration"][spec] = meta_iteration(backend, int(workers))
         print(f"meta-iteration {spec}: {results['iteration'][spec]}", flush=True)
@@ -208,7 +208,8 @@ def main() -> None:
         base = ideal_sampling + row["learner_s"]
         print(f"| {name} | {row['iteration_s']:.1f} | {row['sampling_s']:.1f} | {row['learner_s']:.1f} | "
               f"{row['iteration_s'] / base:.2f} |")
-    print(f"(target base = sampling at 2 x bare-env rate ({ideal_sampling:.1f} s) + that run's learner time)")
+    if ideal_sampling is not None:
+        print(f"(target base = sampling at 2 x bare-env rate ({ideal_sampling:.1f} s) + that run's learner time)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
