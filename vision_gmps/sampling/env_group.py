@@ -68,3 +68,29 @@ class EnvGroup:
     def close(self) -> None:
         for env in self.envs:
             env.close()
+
+
+class SplitVectorEnv:
+    """What the worker-based vector envs share: ``num_envs`` envs in contiguous slices, one per worker."""
+
+    def __init__(self, num_envs: int, workers: int) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if workers < 1:
+            raise ValueError(f"sampler.workers must be >= 1, got {workers}")
+        self.num_envs = num_envs
+        slices = np.array_split(np.arange(num_envs), min(workers, num_envs))
+        self._bounds = [(int(s[0]), int(s[-1]) + 1) for s in slices]
+        self._tasks: list[Task] | None = None
+
+    def set_attr(self, name: str, values: list) -> None:
+        if name != "task" or len(values) != self.num_envs:
+            raise ValueError(f"only set_attr('task', [one task per env]) is supported, got {name!r} with {len(values)} values")
+        self._tasks = list(values)
+
+    def _reset_seeds(self, seed: list[int]) -> list[int]:
+        if self._tasks is None:
+            raise RuntimeError("set_attr('task', tasks) must come before reset")
+        if len(seed) != self.num_envs:
+            raise ValueError(f"reset needs {self.num_envs} seeds, got {len(seed)}")
+        return [int(s) for s in seed]

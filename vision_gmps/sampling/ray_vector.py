@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from robot_envs import Task, TaskFamily
-from vision_gmps.sampling.env_group import Arrays, EnvGroup
+from vision_gmps.sampling.env_group import Arrays, EnvGroup, SplitVectorEnv
 from vision_gmps.sampling.shm_vector import SamplerWorkerError
 
 
@@ -69,7 +69,7 @@ def _concat(trees: list[Any]) -> Any:
     return np.concatenate(trees)
 
 
-class RayVectorEnv:
+class RayVectorEnv(SplitVectorEnv):
     """``num_envs`` envs over ``workers`` Ray actors; see the module docstring."""
 
     def __init__(
@@ -82,8 +82,7 @@ class RayVectorEnv:
         max_restarts: int = 3,
         start_timeout_s: float = 600.0,
     ) -> None:
-        if workers < 1:
-            raise ValueError(f"sampler.workers must be >= 1, got {workers}")
+        super().__init__(num_envs, workers)
         if timeout_s <= 0:
             raise ValueError(f"sampler.timeout_s must be > 0, got {timeout_s}")
         ray = self._ray = _import_ray()
@@ -91,14 +90,11 @@ class RayVectorEnv:
         if self._own_ray:
             # address=None starts a local Ray (all cores); "auto" or "host:port" joins a running cluster.
             ray.init(address=address, include_dashboard=False, log_to_driver=True)
-        self.family, self.num_envs = family, num_envs
+        self.family = family
         self.timeout_s, self.start_timeout_s, self.max_restarts = float(timeout_s), float(start_timeout_s), max_restarts
-        slices = np.array_split(np.arange(num_envs), min(workers, num_envs))
-        self._bounds = [(int(s[0]), int(s[-1]) + 1) for s in slices]
         self._remote_cls = ray.remote(num_cpus=1, max_restarts=0)(EnvActor)
         self.actors: list[Any] = [None] * len(self._bounds)
         self.restarts = 0  # actors replaced over this env's life (for logs and tests)
-        self._tasks: list[Task] | None = None
         self._seeds: list[int] = []
         self._actions: list[np.ndarray] = []
         try:
@@ -166,15 +162,8 @@ class RayVectorEnv:
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ VectorEnv subset
-    def set_attr(self, name: str, values: list) -> None:
-        if name != "task" or len(values) != self.num_envs:
-            raise ValueError(f"only set_attr('task', [one task per env]) is supported, got {name!r} with {len(values)} values")
-        self._tasks = list(values)
-
     def reset(self, seed: list[int]) -> tuple[Arrays, Arrays]:
-        if self._tasks is None:
-            raise RuntimeError("set_attr('task', tasks) must come before reset")
-        self._seeds, self._actions = [int(s) for s in seed], []
+        self._seeds, self._actions = self._reset_seeds(seed), []
         parts = self._call("reset", [(self._tasks[a:b], self._seeds[a:b]) for a, b in self._bounds], "reset")
         return _concat([p[0] for p in parts]), _concat([p[1] for p in parts])
 

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from robot_envs import TaskFamily
-from vision_gmps.sampling.env_group import Arrays, EnvGroup
+from vision_gmps.sampling.env_group import Arrays, EnvGroup, SplitVectorEnv
 
 Leaf = tuple[str, ...]  # path of an array in the nested obs/info dicts, e.g. ("info", "state", "eef_pos")
 
@@ -150,26 +150,19 @@ def worker_main(conn: connection.Connection, family: TaskFamily, num_envs: int) 
             group.close()
 
 
-class SharedMemoryVectorEnv:
+class SharedMemoryVectorEnv(SplitVectorEnv):
     """``num_envs`` envs over ``workers`` spawned processes; see the module docstring."""
 
     def __init__(
         self, family: TaskFamily, num_envs: int, workers: int = 2, timeout_s: float = 120.0, start_timeout_s: float = 600.0
     ) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        if workers < 1:
-            raise ValueError(f"sampler.workers must be >= 1, got {workers}")
+        super().__init__(num_envs, workers)
         if timeout_s <= 0 or start_timeout_s <= 0:
             raise ValueError(f"sampler timeouts must be > 0, got {timeout_s} and {start_timeout_s}")
-        self.num_envs = num_envs
         self.timeout_s = float(timeout_s)
-        self._tasks: list | None = None
         self._blocks: list[shared_memory.SharedMemory] = []
         self._procs: list[mp.Process] = []
         self._conns: list[connection.Connection] = []
-        slices = np.array_split(np.arange(num_envs), min(workers, num_envs))
-        self._bounds = [(int(s[0]), int(s[-1]) + 1) for s in slices]
         ctx = mp.get_context("spawn")
         try:
             for start, stop in self._bounds:
@@ -219,18 +212,21 @@ class SharedMemoryVectorEnv:
                     i = sentinels[obj]
                     if i not in pending or pending[i].poll():
                         continue
-                    self._procs[i].join(timeout=1.0)  # reap it, so its exit code is known
-                    self._fail(f"sampler worker {i} (pid {self._procs[i].pid}) exited with code "
-                               f"{self._procs[i].exitcode} while {what} (killed? out of memory?)")
+                    self._died(i, what)
                 try:
                     reply = pending[i].recv()
-                except (EOFError, OSError):
-                    self._fail(f"sampler worker {i} (pid {self._procs[i].pid}) closed its pipe while {what}")
+                except (EOFError, OSError):  # its pipe closed: it died (the sentinel may not have fired yet)
+                    self._died(i, what)
                 if reply[0] == "error":
                     self._fail(f"sampler worker {i} raised while {what}:\n{reply[1]}")
                 replies[i] = reply
                 del pending[i]
         return [replies[i] for i in range(len(self._conns))]
+
+    def _died(self, i: int, what: str) -> None:
+        self._procs[i].join(timeout=5.0)  # reap it, so its exit code is known
+        self._fail(f"sampler worker {i} (pid {self._procs[i].pid}) exited with code {self._procs[i].exitcode} "
+                   f"while {what} (killed? out of memory?)")
 
     def _fail(self, message: str) -> None:
         self.close(kill=True)
@@ -241,21 +237,12 @@ class SharedMemoryVectorEnv:
             try:
                 conn.send(message)
             except (BrokenPipeError, OSError):
-                self._fail(f"sampler worker {i} (pid {self._procs[i].pid}) is gone (exit code "
-                           f"{self._procs[i].exitcode}) before {what}")
+                self._died(i, f"sending {what}")
 
     # ------------------------------------------------------------------ VectorEnv subset
-    def set_attr(self, name: str, values: list) -> None:
-        if name != "task" or len(values) != self.num_envs:
-            raise ValueError(f"only set_attr('task', [one task per env]) is supported, got {name!r} with {len(values)} values")
-        self._tasks = list(values)
-
     def reset(self, seed: list[int]) -> tuple[Arrays, Arrays]:
-        if self._tasks is None:
-            raise RuntimeError("set_attr('task', tasks) must come before reset")
-        if len(seed) != self.num_envs:
-            raise ValueError(f"reset needs {self.num_envs} seeds, got {len(seed)}")
-        self._send_all([("reset", self._tasks[a:b], [int(s) for s in seed[a:b]]) for a, b in self._bounds], "reset")
+        seeds = self._reset_seeds(seed)
+        self._send_all([("reset", self._tasks[a:b], seeds[a:b]) for a, b in self._bounds], "reset")
         self._wait_all("reset", self.timeout_s)
         return _tree(self._views, "obs"), _tree(self._views, "info")
 
