@@ -143,6 +143,100 @@ def mark_low_poly_geoms(model) -> int:
     return faces
 
 
+def lean_model_xml(xml: str, model) -> str:
+    """``xml`` without what ``FastCamera`` never draws: the meshes of heavy-mesh bodies' visual geoms.
+
+    ``model`` is ``xml`` compiled; geoms are matched by name (robosuite names every geom and
+    looks its visual geoms up by name, so they stay, as 1 mm undrawn spheres). The geoms the
+    fast camera draws move into ``LOW_POLY_GROUP`` here, as ``mark_low_poly_geoms`` would (it
+    is then a no-op). Visual geoms have no contacts and robosuite's links carry explicit
+    inertials, so physics is unchanged; the model's statistics (which set the camera's clip
+    planes) are pinned to the full model's, so images are too (both tested). The compiled push
+    model drops from ~67 MB to ~17 MB and the GL context no longer holds those meshes.
+    """
+    import xml.etree.ElementTree as ET
+
+    import mujoco
+
+    mesh = mujoco.mjtGeom.mjGEOM_MESH
+    heavy = np.zeros(model.nbody, bool)
+    for g in range(model.ngeom):
+        if model.geom_group[g] == 1 and model.geom_type[g] == mesh:
+            heavy[model.geom_bodyid[g]] |= model.mesh_facenum[model.geom_dataid[g]] > MAX_VISUAL_FACES
+    drop, drawn = set(), set()
+    for g in range(model.ngeom):
+        name, group, body_heavy = model.geom(g).name, model.geom_group[g], heavy[model.geom_bodyid[g]]
+        if not name:
+            raise ValueError("lean_model_xml needs every geom named (robosuite names them all)")
+        if body_heavy and group == 1:
+            drop.add(name)
+        elif (body_heavy and group == 0) or (not body_heavy and group == 1):
+            drawn.add(name)
+    root = ET.fromstring(xml)
+    for geom in root.iter("geom"):
+        name = geom.get("name")
+        if name in drop:
+            for key in ("mesh", "pos", "quat", "euler", "axisangle", "xyaxes", "zaxis", "fromto"):
+                geom.attrib.pop(key, None)
+            geom.set("type", "sphere")
+            geom.set("size", "0.001")
+        elif name in drawn:
+            geom.set("group", str(LOW_POLY_GROUP))
+    used = {geom.get("mesh") for geom in root.iter("geom")}
+    for asset in root.iter("asset"):
+        for element in list(asset.findall("mesh")):
+            if element.get("name") not in used:
+                asset.remove(element)
+    stat = root.find("statistic")
+    if stat is None:
+        stat = ET.SubElement(root, "statistic")
+    stat.set("extent", repr(float(model.stat.extent)))
+    stat.set("meansize", repr(float(model.stat.meansize)))
+    stat.set("center", " ".join(repr(float(v)) for v in model.stat.center))
+    return ET.tostring(root, encoding="unicode")
+
+
+class _SharedRenderer:
+    """One ``mujoco.Renderer`` (a GL context plus the meshes and textures uploaded to it) per process and scene.
+
+    A renderer's context costs ~60-110 MB (measured, llvmpipe); envs of one family in one
+    process have identical meshes and textures, so their cameras share one, keyed by a digest
+    of everything ``mjr_makeContext`` uploads. Each camera still builds the scene from its own
+    model and data (``mjv_updateScene``), so geometry, colours and camera poses stay its own.
+    """
+
+    _live: "dict[tuple, _SharedRenderer]" = {}
+
+    def __init__(self, key: tuple, model, height: int, width: int) -> None:
+        import mujoco
+
+        self.key, self.users = key, 0
+        self.renderer = mujoco.Renderer(model, height, width)
+
+    @classmethod
+    def acquire(cls, model, height: int, width: int) -> "_SharedRenderer":
+        import hashlib
+
+        digest = hashlib.blake2b(digest_size=16)
+        for name in ("mesh_vert", "mesh_normal", "mesh_face", "mesh_facenum", "mesh_graph", "mesh_texcoord",
+                     "tex_data", "tex_height", "tex_width", "tex_nchannel", "hfield_data", "skin_vert"):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(getattr(model, name, np.zeros(0))).tobytes())
+        g, q = model.vis.global_, model.vis.quality
+        key = (height, width, g.offwidth, g.offheight, q.offsamples, q.shadowsize, model.vis.global_.fovy,
+               digest.hexdigest())
+        shared = cls._live.get(key) or cls(key, model, height, width)
+        cls._live[key] = shared
+        shared.users += 1
+        return shared
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0:
+            self._live.pop(self.key, None)
+            self.renderer.close()
+
+
 class FastCamera:
     """One camera, one reused renderer, low-polygon geometry, no shadows or reflections.
 
@@ -160,7 +254,11 @@ class FastCamera:
         model.vis.quality.offsamples = 0
         # shadows are never drawn (see render), so skip the 4096^2 shadow map: ~60 MB per camera
         model.vis.quality.shadowsize = 0
-        self._renderer = mujoco.Renderer(model, height, width)
+        self._model = model
+        self._shared: _SharedRenderer | None = _SharedRenderer.acquire(model, height, width)
+        self._camera = mujoco.MjvCamera()
+        self._camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
+        self._camera.fixedcamid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
         self._option = mujoco.MjvOption()
         self._option.geomgroup[:] = 0
         if low_poly:
@@ -177,8 +275,11 @@ class FastCamera:
     def render(self, data, markers: list[tuple[np.ndarray, float, np.ndarray]] = ()) -> np.ndarray:
         """Render ``data``; ``markers`` (position, radius, rgba) are debug spheres drawn on top, for videos."""
         mujoco = self._mujoco
-        self._renderer.update_scene(data, camera=self.camera, scene_option=self._option)
-        scene = self._renderer.scene
+        if self._shared is None:
+            raise RuntimeError("render called after close")
+        renderer = self._shared.renderer
+        scene = renderer.scene
+        mujoco.mjv_updateScene(self._model, data, self._option, None, self._camera, mujoco.mjtCatBit.mjCAT_ALL, scene)
         for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
                      mujoco.mjtRndFlag.mjRND_SKYBOX, mujoco.mjtRndFlag.mjRND_FOG):
             scene.flags[flag] = 0
@@ -188,9 +289,9 @@ class FastCamera:
             mujoco.mjv_initGeom(scene.geoms[scene.ngeom], mujoco.mjtGeom.mjGEOM_SPHERE, np.full(3, radius),
                                 np.asarray(pos, np.float64), np.eye(3).ravel(), np.asarray(rgba, np.float32))
             scene.ngeom += 1
-        return self._renderer.render()
+        return renderer.render()
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        if self._shared is not None:
+            self._shared.release()
+            self._shared = None

@@ -56,7 +56,7 @@ def adapt(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Adap
     family = make_family(cfg.env.family, **cfg.env.kwargs)
     check_env_fits(state, ckpt_path, family.name, family.horizon)
     tasks = family.sample(acfg.split, acfg.num_tasks, cfg.env.tasks.seed)
-    sampler = Sampler(family, cfg.sampler.num_envs, cfg.sampler.backend)
+    sampler = Sampler.from_config(family, cfg.sampler)
     try:
         space = sampler.vec.single_observation_space
         shapes = {"image": space["image"].shape, "proprio": space["proprio"].shape,

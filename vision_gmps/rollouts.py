@@ -18,8 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from robot_envs import Task, TaskFamily
-from robot_envs.vector import make_vector_env
 from vision_gmps.policy import ConvGaussianPolicy, Params
+from vision_gmps.sampling import make_vector_env
 
 # act(obs, states, groups) -> actions [n, A]; groups[i] is the task index of env i.
 ActFn = Callable[[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray], np.ndarray]
@@ -73,11 +73,19 @@ def episode_seed(seed: int, index: int) -> int:
 class Sampler:
     """Owns a vector env for one family; collects batches of episodes with any acting function."""
 
-    def __init__(self, family: TaskFamily, num_envs: int = 8, backend: str = "sync") -> None:
+    def __init__(self, family: TaskFamily, num_envs: int = 8, backend: str = "sync", **options) -> None:
+        """``options`` go to the backend (``vision_gmps.sampling.make_vector_env``): workers, timeout_s, ray_address."""
         self.family = family
         self.num_envs = num_envs
-        self.vec = make_vector_env(family, num_envs, backend)
+        self.vec = make_vector_env(family, num_envs, backend, **options)
         self.horizon = family.horizon
+
+    @classmethod
+    def from_config(cls, family: TaskFamily, cfg) -> "Sampler":
+        """From the ``sampler`` config group (``configs/config.yaml`` documents the keys)."""
+        ray = cfg.get("ray") or {}
+        return cls(family, cfg.num_envs, cfg.backend, workers=cfg.get("workers", 2),
+                   timeout_s=cfg.get("timeout_s", 120.0), ray_address=ray.get("address"))
 
     def close(self) -> None:
         self.vec.close()

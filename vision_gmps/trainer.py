@@ -64,7 +64,7 @@ class MetaTrainer:
         self.family = make_family(cfg.env.family, **cfg.env.kwargs)
         self.train_tasks = self.family.sample("train", cfg.env.tasks.train, cfg.env.tasks.seed)
         self.eval_tasks = self.family.sample("test", cfg.train.eval_tasks, cfg.env.tasks.seed)
-        self.sampler = Sampler(self.family, cfg.sampler.num_envs, cfg.sampler.backend)
+        self.sampler = Sampler.from_config(self.family, cfg.sampler)
         space = self.sampler.vec.single_observation_space
         self.policy: ConvGaussianPolicy = build_policy(
             space["image"].shape, space["proprio"].shape[0], self.sampler.vec.single_action_space.shape[0], cfg.policy

@@ -1,0 +1,51 @@
+"""Memory cuts for robosuite envs (lean model, one shared GL renderer per process) change no image or state."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import robot_envs.robosuite_common as common  # chooses the GL backend before mujoco is imported
+from robot_envs import make_family
+
+
+def run(env, seed: int, actions: np.ndarray):
+    obs, info = env.reset(seed=seed)
+    frames, states = [obs["image"]], [info["state"]]
+    for action in actions:
+        obs, _, _, _, info = env.step(action)
+        frames.append(obs["image"])
+        states.append(info["state"])
+    return np.stack(frames), {k: np.stack([s[k] for s in states]) for k in states[0]}
+
+
+def test_lean_shared_envs_match_full_model(monkeypatch):
+    family = make_family("push", image_size=(24, 32), horizon=6)
+    task_a, task_b = family.sample("train", 2)
+    actions = np.random.default_rng(0).uniform(-1, 1, (6, 3))
+    monkeypatch.setattr(common, "LEAN_MODEL", False)
+    full = family.make_env(task_a)
+    monkeypatch.setattr(common, "LEAN_MODEL", True)
+    lean_a, lean_b = family.make_env(task_a), family.make_env(task_b)
+    try:
+        assert lean_a._camera._shared is lean_b._camera._shared  # one GL context for both
+        assert full._camera._shared is not lean_a._camera._shared  # different meshes: not shared
+        assert lean_a.model.nmeshvert < full.model.nmeshvert / 2
+        assert lean_a.model_xml() == full.model_xml()  # demo files keep the full scene
+        # interleave the two lean envs' steps, so a shared renderer that leaked state would show
+        lean_a.reset(seed=1), lean_b.reset(seed=2)
+        images_a, images_b = [lean_a.render()], [lean_b.render()]
+        for action in actions:
+            images_b.append(lean_b.step(action)[0]["image"])
+            images_a.append(lean_a.step(action)[0]["image"])
+        for env, seed, images in ((lean_a, 1, images_a), (lean_b, 2, images_b)):
+            full.task = env.task
+            ref_images, ref_states = run(full, seed, actions)
+            assert np.array_equal(np.stack(images), ref_images)
+            lean_images, lean_states = run(env, seed, actions)
+            assert np.array_equal(lean_images, ref_images)
+            for key, value in ref_states.items():
+                assert np.array_equal(lean_states[key], value), key  # physics unchanged, bit for bit
+        assert not np.array_equal(images_a[-1], images_b[-1])  # the two envs did differ
+    finally:
+        for env in (full, lean_a, lean_b):
+            env.close()
