@@ -1,9 +1,12 @@
 """``vgmps adapt checkpoint=PATH``: adapt a meta-trained policy to held-out tasks on reward only.
 
 The env settings come from the checkpoint unless the command line names an
-``env``, in which case they must match it. Results (table as Markdown, JSON and
-CSV, and an MP4 of one task before/after adaptation) go to ``run_dir``
-(default: ``<checkpoint run>/adapt``).
+``env``, in which case they must match it. Results go to ``run_dir`` (default:
+``<checkpoint run>/adapt``): the table with 95% intervals, paired counts and gains
+(Markdown, JSON, per-task JSON; see ``vision_gmps.evaluation``), with
+``adapt.control=true`` the reward-shuffled control next to it, an MP4 of one task
+before/after adaptation and a contact sheet of several tasks after it, both filmed
+at ``adapt.video.size`` with the hidden goal drawn for the viewer only.
 """
 
 from __future__ import annotations
@@ -24,13 +27,12 @@ from vision_gmps.config import ConfigError, load_config
 from vision_gmps.rollouts import Sampler
 from vision_gmps.run_logging import RunLogger
 from vision_gmps.runs import setup_logging
-from vision_gmps.evaluation import format_interval, protocol_rows
+from vision_gmps.evaluation import CONTROL, format_interval, protocol_rows
 from vision_gmps.video import write_mp4
 from vision_gmps.viewer import before_after_clip, contact_sheet, eval_reset_seed, replay_views
 
 log = logging.getLogger("vision_gmps")
 STEP_SIZE_MODES = ("learned", "fixed", "both")
-CONTROL = "shuffled"  # results key of the reward-shuffled control (adapt.control=true)
 
 
 def adapt(cfg: DictConfig, env_from_command_line: bool = False) -> dict[str, AdaptationResult]:

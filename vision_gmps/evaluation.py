@@ -27,6 +27,7 @@ import numpy as np
 from scipy import stats
 
 LEVEL = 0.95
+CONTROL = "shuffled"  # the name the reward-shuffled control's results go under (adapt, report, benchmarks)
 BOOTSTRAP_RESAMPLES = 2000
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from robot_envs import Task, TaskFamily
 from robot_envs.rendering import FastCamera
@@ -84,7 +84,7 @@ def eval_reset_seed(eval_seed: int, task_position: int, eval_episodes: int, star
 
 
 def describe(episode: ViewedEpisode) -> str:
-    parts = ["success" if episode.success else "no success"]
+    parts = ["SUCCESS" if episode.success else "failed"]
     if "distance" in episode.final:
         parts.append(f"final distance {100 * episode.final['distance']:.1f} cm")
     if "angle_error" in episode.final:
@@ -96,8 +96,9 @@ def caption(frames: np.ndarray, lines: list[str]) -> np.ndarray:
     """Frames with a dark strip on top carrying ``lines`` of text."""
     strip = Image.new("RGB", (frames.shape[2], CAPTION_HEIGHT), (20, 20, 20))
     draw = ImageDraw.Draw(strip)
+    font = ImageFont.load_default(size=12)
     for i, line in enumerate(lines):
-        draw.text((4, 2 + 15 * i), line, fill=(235, 235, 235))
+        draw.text((4, 2 + 15 * i), line, fill=(235, 235, 235), font=font)
     top = np.broadcast_to(np.asarray(strip), (frames.shape[0], CAPTION_HEIGHT, frames.shape[2], 3))
     return np.concatenate([top, frames], axis=1)
 
