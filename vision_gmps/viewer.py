@@ -88,7 +88,9 @@ def describe(episode: ViewedEpisode) -> str:
     if "distance" in episode.final:
         parts.append(f"final distance {100 * episode.final['distance']:.1f} cm")
     if "angle_error" in episode.final:
-        parts.append(f"final angle error {episode.final['angle_error']:.1f} deg")
+        target = episode.task.params.get("target_angle")
+        parts.append((f"target {np.rad2deg(target):.0f} deg, " if target is not None else "")
+                     + f"final error {episode.final['angle_error']:.1f} deg")
     return ", ".join(parts)
 
 
