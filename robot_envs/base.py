@@ -46,7 +46,10 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-SPLITS: tuple[str, ...] = ("train", "test")
+# train: meta-training; valid: choosing settings and the learning curve during training; test: the
+# reported tables only. "valid" comes last so the random streams of train and test (seeded by the
+# split's position) are the ones they always were.
+SPLITS: tuple[str, ...] = ("train", "test", "valid")
 
 
 @dataclass(frozen=True)
@@ -76,9 +79,9 @@ class TaskFamily(abc.ABC):
     """A seeded distribution over tasks plus a way to build an env for one.
 
     Subclasses set ``name`` and ``horizon`` and implement ``_sample_params`` and
-    ``make_env``. Train and test sets come from independent random streams
+    ``make_env``. The train, test and valid sets come from independent random streams
     (``(seed, split)``), so the first k tasks of a split do not change when more
-    are requested, and the two splits are checked to be disjoint.
+    are requested, and the splits are checked to be pairwise disjoint.
     """
 
     name: ClassVar[str]
@@ -94,16 +97,19 @@ class TaskFamily(abc.ABC):
             raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
         if n < 0:
             raise ValueError(f"number of tasks must be >= 0, got {n}")
-        rng = np.random.default_rng([seed, SPLITS.index(split), 0x7A5C])
-        tasks = [Task(self.name, split, i, self._sample_params(rng)) for i in range(n)]
-        if split == "test":
-            # Continuous parameters collide with probability zero, but a family with a
-            # coarse parameter grid could collide: refuse instead of leaking test tasks.
-            train_keys = {self._key(t) for t in self.sample("train", max(n, 64), seed)}
-            leaked = [t.task_id for t in tasks if self._key(t) in train_keys]
+        tasks = self._draw(split, n, seed)
+        # Continuous parameters collide with probability zero, but a family with a coarse
+        # parameter grid could collide: refuse instead of leaking tasks between splits.
+        for other in SPLITS[: SPLITS.index(split)]:
+            other_keys = {self._key(t) for t in self._draw(other, max(n, 64), seed)}
+            leaked = [t.task_id for t in tasks if self._key(t) in other_keys]
             if leaked:
-                raise RuntimeError(f"{self.name}: test tasks {leaked} also appear in the train split")
+                raise RuntimeError(f"{self.name}: {split} tasks {leaked} also appear in the {other} split")
         return tasks
+
+    def _draw(self, split: str, n: int, seed: int) -> list[Task]:
+        rng = np.random.default_rng([seed, SPLITS.index(split), 0x7A5C])
+        return [Task(self.name, split, i, self._sample_params(rng)) for i in range(n)]
 
     @staticmethod
     def _key(task: Task) -> tuple[tuple[str, float], ...]:

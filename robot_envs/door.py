@@ -16,6 +16,13 @@ of the target, else 0; an episode succeeds if it ends within tolerance.
 Action: [dx, dy, dz, gripper] in [-1, 1]: end-effector delta (x ``max_delta`` metres)
 and gripper (-1 open, +1 closed). Horizon 100 control steps at 20 Hz.
 
+Starts: ``start="home"`` (default) is robosuite's arm pose, well away from the door: the
+policy must find, straddle and grip the bar before it can turn it. ``start="ready"`` puts
+the open hand at the grasp point, fingers straddling the bar (as push's ready start puts the
+hand behind the block), so an episode is about how far to open the door, not how to grasp;
+the hand is offset by up to ``start_noise`` metres in x and y each episode (default 5 mm,
+inside the expert's 1 cm grasp tolerance), so evaluation episodes of one task differ.
+
 ``info["state"]``: eef_pos, eef_quat, gripper_qpos, handle_pos, hinge_angle,
 target_angle, door_pos (the door body), hinge_pos (hinge axis point), door_quat.
 """
@@ -34,6 +41,13 @@ DOOR_OFFSET = (0.23, -0.20)  # door placement relative to robosuite's Door table
 DOOR_ROTATION = -np.pi / 2.0
 HANDLE_REACH = 0.15  # handle bar axis in front of the door panel's mid-plane, metres (robosuite: 0.10)
 HANDLE_RADIUS, HANDLE_HALF_LENGTH = 0.015, 0.07  # vertical pull bar, metres
+STARTS = ("home", "ready")  # home: robosuite's arm pose; ready: open hand at the grasp point over the bar
+GRASP_HEIGHT = 0.05  # ready start: end effector this far above the handle's centre (the expert's grasp point)
+
+
+def check_start(start: str) -> None:
+    if start not in STARTS:
+        raise ValueError(f"unknown door start {start!r}; use one of {STARTS}")
 
 
 def _door_suite_class():
@@ -106,7 +120,18 @@ def _door_suite_class():
 class DoorEnv(RobosuiteTaskEnv):
     action_dim = 4
 
-    def __init__(self, task: Task, tolerance_deg: float = 5.0, max_hinge_deg: float = 90.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        task: Task,
+        tolerance_deg: float = 5.0,
+        max_hinge_deg: float = 90.0,
+        start: str = "home",
+        start_noise: float = 0.005,
+        **kwargs: Any,
+    ) -> None:
+        check_start(start)
+        self.start = start
+        self.start_noise = float(start_noise)
         self.tolerance = float(np.deg2rad(tolerance_deg))
         self.max_hinge = float(np.deg2rad(max_hinge_deg))
         super().__init__(task, **kwargs)
@@ -123,8 +148,19 @@ class DoorEnv(RobosuiteTaskEnv):
     def target_angle(self) -> float:
         return float(self.task.params["target_angle"])
 
+    def _start_eef_pos(self) -> np.ndarray | None:
+        if self.start == "home":
+            return None
+        return self.data.site_xpos[self.suite.door_handle_site_id] + np.array([0.0, 0.0, GRASP_HEIGHT])
+
     def _randomize(self) -> None:
-        """The door always starts closed and the arm at robosuite's home pose: nothing to draw."""
+        """The door starts closed; from ``ready`` the hand is offset by up to ``start_noise`` in x and y."""
+        if self.start == "home" or self.start_noise <= 0 or self._start_q is None:
+            return
+        offset = np.append(self.np_random.uniform(-self.start_noise, self.start_noise, 2), 0.0)
+        target = self._start_eef_pos() + offset
+        qpos_idx, q = self._solve_arm_pose(target, self.data.qpos, iters=20)
+        self.data.qpos[qpos_idx] = q
 
     def set_hinge_angle(self, angle: float):
         """Put the door at ``angle`` radians (at rest) and return (obs, info) there: for tests and experts."""
@@ -182,9 +218,14 @@ class DoorFamily(RobosuiteFamily):
         max_hinge_deg: float = 90.0,
         horizon: int = 100,
         camera: str = "sideview",
+        start: str = "home",
+        start_noise: float = 0.005,
         **kwargs: Any,
     ) -> None:
         super().__init__(horizon=horizon, camera=camera, **kwargs)
+        check_start(start)
+        self.start = start
+        self.start_noise = float(start_noise)
         lo, hi = float(angle_range_deg[0]), float(angle_range_deg[1])
         if not (0.0 <= lo <= hi <= max_hinge_deg):
             raise ValueError(f"angle_range_deg must satisfy 0 <= low <= high <= max_hinge_deg={max_hinge_deg}, got {angle_range_deg}")
@@ -203,6 +244,8 @@ class DoorFamily(RobosuiteFamily):
             task or self.default_task(),
             tolerance_deg=self.tolerance_deg,
             max_hinge_deg=self.max_hinge_deg,
+            start=self.start,
+            start_noise=self.start_noise,
             **self._env_kwargs(),
         )
 
@@ -213,4 +256,6 @@ class DoorFamily(RobosuiteFamily):
             "angle_range_deg": list(self.angle_range_deg),
             "tolerance_deg": self.tolerance_deg,
             "max_hinge_deg": self.max_hinge_deg,
+            "start": self.start,
+            "start_noise": self.start_noise,
         }

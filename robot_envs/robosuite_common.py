@@ -281,14 +281,23 @@ class RobosuiteTaskEnv(gym.Env, abc.ABC):
         target = self._start_eef_pos()
         if target is None:
             return None
+        return self._solve_arm_pose(np.asarray(target), self.data.qpos, iters=200)
+
+    def _solve_arm_pose(self, target: np.ndarray, qpos: np.ndarray, iters: int) -> tuple[np.ndarray, np.ndarray]:
+        """(qpos indices, arm joint angles) that put the end effector at ``target`` with the current orientation."""
         jids, qpos_idx, dof_idx = arm_joint_indices(self.model, self.suite.robots[0])
         ik = mujoco.MjData(self.model)
-        ik.qpos[:] = self.data.qpos
+        ik.qpos[:] = qpos
         rot = self.data.site_xmat[self.eef_site].reshape(3, 3).copy()
-        q = arm_ik(self.model, ik, qpos_idx, dof_idx, self.model.jnt_range[jids], self.eef_site, np.asarray(target),
-                   rot, self.data.qpos[qpos_idx].copy(), iters=200)
-        mujoco.mj_kinematics(self.model, ik)
-        error = float(np.linalg.norm(ik.site_xpos[self.eef_site] - target))
+        rest = self.data.qpos[qpos_idx].copy()
+        for _ in range(2):
+            q = arm_ik(self.model, ik, qpos_idx, dof_idx, self.model.jnt_range[jids], self.eef_site, target,
+                       rot, rest, iters=iters)
+            mujoco.mj_kinematics(self.model, ik)
+            error = float(np.linalg.norm(ik.site_xpos[self.eef_site] - target))
+            if error <= 0.005:
+                break
+            rest = q  # the pull toward the home pose held it back: pull toward this solution instead
         if error > 0.01:  # the pull toward the home pose leaves a few millimetres
             raise ValueError(f"start pose {np.round(target, 3).tolist()} is out of the arm's reach (IK error {error:.3f} m)")
         return qpos_idx, q

@@ -195,9 +195,13 @@ def test_demo_job_writes_a_report_with_every_section(tmp_path):
                        "adapt.rollouts_per_task=2", "adapt.step_size=both"], config_name="demo")
     assert cfg.env.family == "push"
     report = run_demo(cfg).read_text()
-    for section in ("## What this shows", "## Configuration", "## Learning curve", "## Adaptation on held-out tasks", "## Video"):
+    for section in ("## What this shows", "## Configuration", "## Learning curve", "## Adaptation on held-out test tasks",
+                    "## Video", "## Held-out tasks after adaptation"):
         assert section in report, section
-    assert "| learned | 1 |" in report and "| fixed | 1 |" in report
+    assert "| adaptation (learned step sizes) | 1 |" in report and "| adaptation (fixed step sizes) | 1 |" in report
+    assert "| reward-shuffled control | 1 |" in report and "The reward-shuffled control" in report
+    assert "**validation split**" in report and "95% Wilson" in report
+    assert (tmp_path / "adapt" / "after_adaptation_sheet.png").stat().st_size > 0
     assert "(3 of them the scripted demonstrations it learned from)" in report
     with DemoReader(tmp_path / "demos" / "push-train.hdf5") as reader:
         assert len(reader.demos) == 3

@@ -2,9 +2,12 @@
 
 The env, policy, algo, adapt and sampler settings come from the checkpoint's
 experiment, with the command line's keys layered on top (``vision_gmps.adapt_setup``);
-an env that does not fit the checkpoint is refused before any rollout. Results (table as Markdown, JSON and
-CSV, and an MP4 of one task before/after adaptation) go to ``run_dir``
-(default: ``<checkpoint run>/adapt``).
+an env that does not fit the checkpoint is refused before any rollout. Results go to
+``run_dir`` (default: ``<checkpoint run>/adapt``): the table with 95% intervals, paired
+counts and gains (Markdown, JSON, per-task JSON; see ``vision_gmps.evaluation``), with
+``adapt.control=true`` the reward-shuffled control next to it, an MP4 of one task
+before/after adaptation and a contact sheet of several tasks after it, both filmed
+at ``adapt.video.size`` with the hidden goal drawn for the viewer only.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from vision_gmps.config import ConfigError, load_config
 from vision_gmps.rollouts import Sampler
 from vision_gmps.run_logging import RunLogger
 from vision_gmps.runs import setup_logging
-from vision_gmps.video import side_by_side, write_mp4
+from vision_gmps.evaluation import CONTROL, format_interval, protocol_rows
+from vision_gmps.video import write_mp4
+from vision_gmps.viewer import before_after_clip, contact_sheet, eval_reset_seed, replay_views
 
 log = logging.getLogger("vision_gmps")
 
@@ -79,30 +84,54 @@ def adapt(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Adap
     logger = RunLogger(run_dir, cfg, "adapt")
     results: dict[str, AdaptationResult] = {}
     try:
-        for mode in chosen:
-            log.info("adapting %s on %d %s tasks, %d steps, %s step sizes", state["algo"], len(tasks), acfg.split, acfg.steps, mode)
+        runs = [(mode, modes[mode], False) for mode in chosen]
+        if acfg.get("control", False):  # the reward-shuffled control, with the first mode's step sizes
+            runs.append((CONTROL, modes[chosen[0]], True))
+        for mode, sizes, shuffled in runs:
+            log.info("adapting %s on %d %s tasks x %d starts, %d steps, %s", state["algo"], len(tasks), acfg.split,
+                     acfg.eval_episodes, acfg.steps, mode)
             results[mode] = run_adaptation(
-                policy, {k: v.detach() for k, v in modes[mode].items()}, sampler, tasks, acfg.steps,
-                acfg.rollouts_per_task, trained.algo.gamma, trained.algo.baseline, acfg.eval_episodes, cfg.seed, progress=True,
+                policy, {k: v.detach() for k, v in sizes.items()}, sampler, tasks, acfg.steps,
+                acfg.rollouts_per_task, trained.algo.gamma, trained.algo.baseline, acfg.eval_episodes, cfg.seed,
+                progress=True, shuffle_rewards=shuffled,
             )
             for row in results[mode].rows:
                 logger.log({f"adapt_{mode}/{k}": v for k, v in row.items()}, step=int(row["step"]))
             logger.log_table(f"adapt_{mode}/table", results[mode].rows)
         write_results(run_dir, results)
-        clip = side_by_side(results[chosen[0]].first_eval.images[0], results[chosen[0]].last_eval.images[0])
-        logger.log_video("adapt/task0_before_after", write_mp4(run_dir / "task0_before_after.mp4", clip))
+        video = write_viewer_outputs(run_dir, cfg, family, policy, tasks, results[chosen[0]])
+        logger.log_video("adapt/task0_before_after", video)
         log.info("results and video in %s", run_dir)
-        print_results(results, state["algo"])
+        print_results(results, state["algo"], acfg.split)
     finally:
         logger.finish()
         sampler.close()
     return results
 
 
+def write_viewer_outputs(run_dir: Path, cfg: DictConfig, family, policy, tasks: list, result: AdaptationResult) -> Path:
+    """Before/after MP4 of held-out task 0 and a contact sheet of several tasks after adaptation (viewer camera)."""
+    vcfg = cfg.adapt.get("video") or {}
+    size, camera, sheet = int(vcfg.get("size", 256)), vcfg.get("camera"), int(vcfg.get("sheet_tasks", 6))
+    steps = len(result.rows) - 1
+    seed_of = lambda i: eval_reset_seed(result.eval_seed, i, int(cfg.adapt.eval_episodes))  # noqa: E731
+    before = {k: v.detach() for k, v in policy.params().items()}
+    jobs = [(tasks[0], before, seed_of(0))] + [(tasks[i], result.final_params[i], seed_of(i)) for i in range(min(sheet, len(tasks)))]
+    views = replay_views(family, policy, jobs, size=size, camera=camera)
+    contact_sheet(views[1:], run_dir / "after_adaptation_sheet.png",
+                  f"held-out tasks after {steps} adaptation steps (goal drawn for the viewer only)")
+    return write_mp4(run_dir / "task0_before_after.mp4", before_after_clip(views[0], views[1], steps))
+
+
 def write_results(run_dir: Path, results: dict[str, AdaptationResult]) -> None:
-    rows = [{"step_size": mode, **row} for mode, r in results.items() for row in r.rows]
+    rows = [{"step_size": mode, **row} for mode, r in results.items()
+            for row in protocol_rows(r.rows, r.per_task_success)]
     (run_dir / "adapt_results.json").write_text(json.dumps(rows, indent=1))
     (run_dir / "adapt_results.md").write_text(markdown_table(rows))
+    per_task = {mode: {"per_task_success": r.per_task_success.tolist(), "tasks": [t.task_id for t in r.first_eval.tasks],
+                       "reward_source": None if r.reward_source is None else r.reward_source.tolist()}
+                for mode, r in results.items()}
+    (run_dir / "adapt_per_task.json").write_text(json.dumps(per_task))
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -113,14 +142,22 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def print_results(results: dict[str, AdaptationResult], algo: str) -> None:
+def print_results(results: dict[str, AdaptationResult], algo: str, split: str = "test") -> None:
     for mode, result in results.items():
-        table = Table(title=f"{algo}: held-out adaptation ({mode} step sizes)")
-        cols = list(result.rows[0])
-        for c in cols:
+        r0 = result.rows[0]
+        n_tasks = len(result.first_eval.tasks)
+        table = Table(title=f"{algo}: {split} split, {mode}, {n_tasks} tasks x {result.first_eval.num_episodes // n_tasks} starts")
+        for c in ("step", "success [95% Wilson]", "bootstrap over tasks", "improved/same/worse", "gain [95% paired bootstrap]",
+                  *[k for k in r0 if k.startswith("final_")], "adaptation episodes"):
             table.add_column(c, justify="right")
-        for row in result.rows:
-            table.add_row(*[f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in cols])
+        for row in protocol_rows(result.rows, result.per_task_success):
+            table.add_row(
+                str(row["step"]), format_interval(row["success"], (row["success_wilson_low"], row["success_wilson_high"])),
+                f"[{row['success_boot_low']:.2f}, {row['success_boot_high']:.2f}]",
+                f"{row['improved']}/{row['same']}/{row['worse']}",
+                format_interval(row["gain"], (row["gain_low"], row["gain_high"])),
+                *[f"{row[k]:.3f}" for k in r0 if k.startswith("final_")], str(row["episodes"]),
+            )
         Console().print(table)
 
 

@@ -63,7 +63,8 @@ class MetaTrainer:
         torch.manual_seed(cfg.seed)
         self.family = make_family(cfg.env.family, **cfg.env.kwargs)
         self.train_tasks = self.family.sample("train", cfg.env.tasks.train, cfg.env.tasks.seed)
-        self.eval_tasks = self.family.sample("test", cfg.train.eval_tasks, cfg.env.tasks.seed)
+        # the learning curve is measured on the valid split: the test split stays for the final tables
+        self.eval_tasks = self.family.sample("valid", cfg.train.eval_tasks, cfg.env.tasks.seed)
         self.sampler = Sampler.from_config(self.family, cfg.sampler)
         space = self.sampler.vec.single_observation_space
         self.policy: ConvGaussianPolicy = build_policy(
@@ -297,7 +298,7 @@ class MetaTrainer:
 
     # ---------------------------------------------------------------- evaluation
     def evaluate(self, steps: int = 1) -> dict[str, float]:
-        """Held-out adaptation check: success before and after ``steps`` PG steps (not counted as training)."""
+        """Validation-split adaptation check: success before and after ``steps`` PG steps (not counted as training)."""
         result = run_adaptation(
             self.policy,
             {k: v.detach() for k, v in self.step_sizes.as_dict().items()},
@@ -307,11 +308,13 @@ class MetaTrainer:
             self.cfg.algo.rollouts_per_task,
             self.cfg.algo.gamma,
             self.cfg.algo.baseline,
-            eval_episodes=1,
+            eval_episodes=int(self.cfg.train.get("eval_episodes", 1)),
             seed=iteration_seed(self.cfg.seed, self.iteration, 5),
         )
-        return {"eval/success_pre": result.rows[0]["success"], "eval/success_post": result.rows[-1]["success"],
-                "eval/return_post": result.rows[-1]["return"]}
+        pre, post = result.rows[0], result.rows[-1]
+        return {"eval/success_pre": pre["success"], "eval/success_post": post["success"], "eval/return_post": post["return"],
+                "eval/success_pre_low": pre["success_wilson_low"], "eval/success_pre_high": pre["success_wilson_high"],
+                "eval/success_post_low": post["success_wilson_low"], "eval/success_post_high": post["success_wilson_high"]}
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:

@@ -26,9 +26,3 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int = 10) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     imageio.mimwrite(path, upscale(frames), fps=fps, macro_block_size=1)
     return path
-
-
-def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 2) -> np.ndarray:
-    """Two [T, H, W, 3] clips of equal length next to each other, with a dark gap."""
-    pad = np.zeros((left.shape[0], left.shape[1], gap, 3), dtype=np.uint8)
-    return np.concatenate([left, pad, right], axis=2)

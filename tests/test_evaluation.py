@@ -1,0 +1,173 @@
+"""The evaluation protocol: intervals against known values, paired counts, the reward-shuffled control, splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from robot_envs import SPLITS, make_family
+from robot_envs.base import Task
+from vision_gmps import adaptation
+from vision_gmps.config import load_config
+from vision_gmps.evaluation import (
+    bootstrap_interval,
+    derangement,
+    paired_counts,
+    protocol_rows,
+    rewards_from_other_tasks,
+    seed_summary,
+    success_rate,
+    wilson_interval,
+)
+from vision_gmps.policy import StepSizes, build_policy
+from vision_gmps.rollouts import RolloutBatch, Sampler
+
+
+@pytest.mark.parametrize(
+    "k, n, low, high",
+    [
+        (8, 10, 0.4902, 0.9433),  # textbook Wilson 95% values (z = 1.96, no continuity correction)
+        (0, 20, 0.0, 0.1611),
+        (40, 50, 0.6696, 0.8876),
+        (20, 20, 0.8389, 1.0),
+    ],
+)
+def test_wilson_interval_matches_known_values(k, n, low, high):
+    lo, hi = wilson_interval(k, n)
+    assert lo == pytest.approx(low, abs=1e-4) and hi == pytest.approx(high, abs=1e-4)
+
+
+def test_wilson_interval_rejects_bad_counts():
+    with pytest.raises(ValueError, match="at least one episode"):
+        wilson_interval(0, 0)
+    with pytest.raises(ValueError, match=r"successes must be in \[0, 5\]"):
+        wilson_interval(6, 5)
+
+
+def test_bootstrap_over_tasks_matches_the_resampling_distribution():
+    # 20 tasks, half solved: the bootstrap mean is Binomial(20, 0.5) / 20, whose 2.5% / 97.5% points are 0.30 / 0.70
+    values = np.array([0.0, 1.0] * 10)
+    lo, hi = bootstrap_interval(values, seed=0)
+    assert lo == pytest.approx(stats.binom.ppf(0.025, 20, 0.5) / 20, abs=0.051)
+    assert hi == pytest.approx(stats.binom.ppf(0.975, 20, 0.5) / 20, abs=0.051)
+    assert bootstrap_interval(np.ones(7)) == (1.0, 1.0)
+
+
+def test_success_rate_counts_episodes_and_tasks():
+    # 3 tasks x 2 starts: task 0 solved twice, task 1 once, task 2 never
+    success = np.array([1, 1, 1, 0, 0, 0], bool)
+    rate = success_rate(success, np.array([0, 0, 1, 1, 2, 2]))
+    assert rate.value == pytest.approx(0.5) and rate.episodes == 6 and rate.tasks == 3
+    assert rate.wilson == pytest.approx(wilson_interval(3, 6))
+    assert 0.0 <= rate.bootstrap[0] <= 0.5 <= rate.bootstrap[1] <= 1.0
+    assert str(rate) == f"0.50 [{rate.wilson[0]:.2f}, {rate.wilson[1]:.2f}]"
+
+
+def test_paired_counts_and_gains_per_step():
+    per_task = np.array([
+        [0.0, 1.0, 0.5, 0.0],  # before
+        [1.0, 1.0, 0.0, 0.0],  # step 1: task 0 up, task 1 same, task 2 down, task 3 same
+        [1.0, 1.0, 1.0, 1.0],  # step 2: tasks 0, 2, 3 up
+    ])
+    counts = paired_counts(per_task)
+    assert counts == [
+        {"step": 0, "improved": 0, "same": 4, "worse": 0},
+        {"step": 1, "improved": 1, "same": 2, "worse": 1},
+        {"step": 2, "improved": 3, "same": 1, "worse": 0},
+    ]
+    rows = protocol_rows([{"step": s, "success": float(per_task[s].mean())} for s in range(3)], per_task)
+    assert rows[1]["gain"] == pytest.approx(0.125) and rows[2]["gain"] == pytest.approx(0.625)
+    assert rows[2]["gain_low"] <= 0.625 <= rows[2]["gain_high"]
+
+
+def test_seed_summary():
+    s = seed_summary([0.8, 0.9, 0.7])
+    assert s["mean"] == pytest.approx(0.8) and s["std"] == pytest.approx(0.1) and s["seeds"] == 3
+
+
+def test_derangement_has_no_fixed_point():
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 10, 50):
+        perm = derangement(n, rng)
+        assert sorted(perm.tolist()) == list(range(n)) and not np.any(perm == np.arange(n))
+    with pytest.raises(ValueError, match="at least 2 tasks"):
+        derangement(1, rng)
+
+
+def _batch(num_tasks: int, per_task: int) -> RolloutBatch:
+    n, t = num_tasks * per_task, 4
+    task_index = np.repeat(np.arange(num_tasks), per_task)
+    within = np.tile(np.arange(per_task), num_tasks)  # episode number inside its task
+    rewards = np.repeat((task_index * 10 + within)[:, None], t, axis=1).astype(np.float32)
+    return RolloutBatch(
+        tasks=[Task("point", "test", i, {}) for i in range(num_tasks)], task_index=task_index,
+        images=np.zeros((n, t, 2, 2, 3), np.uint8), proprio=np.zeros((n, t, 2), np.float32),
+        actions=np.zeros((n, t, 2), np.float32), rewards=rewards, success=np.zeros((n, t), bool),
+    )
+
+
+def test_rewards_come_from_the_source_task_episode_by_episode():
+    batch = _batch(3, 2)
+    shuffled = rewards_from_other_tasks(batch, np.array([2, 0, 1]))
+    for task, source in enumerate([2, 0, 1]):
+        np.testing.assert_array_equal(shuffled.rewards[batch.episodes_of(task)], batch.rewards[batch.episodes_of(source)])
+    np.testing.assert_array_equal(batch.rewards[:, 0], [0, 1, 10, 11, 20, 21])  # the input is not modified
+    assert shuffled.images is batch.images and shuffled.actions is batch.actions
+
+
+def test_shuffled_control_is_the_same_routine_with_other_tasks_rewards(monkeypatch):
+    """run_adaptation(shuffle_rewards=True) collects the same rollouts as the real run and only swaps rewards."""
+    cfg = load_config(["env=point", "env.kwargs.image_size=[16,16]"])
+    family = make_family(cfg.env.family, **cfg.env.kwargs)
+    tasks = family.sample("test", 4, 0)
+    torch.manual_seed(0)
+    policy = build_policy((16, 16, 3), 2, 2, cfg.policy)
+    step_sizes = StepSizes(policy, 0.5, learnable=False).as_dict()
+    sampler = Sampler(family, 4)
+    collected, adapted_on = [], []
+    real_collect, real_split = sampler.collect, adaptation.split_by_task
+
+    def spy_collect(tasks_, episodes, act, seed, progress=None):
+        batch = real_collect(tasks_, episodes, act, seed, progress)
+        if not act.deterministic:  # the adaptation rollouts, not the evaluations
+            collected.append(batch)
+        return batch
+
+    def spy_split(policy_, batch, params, gamma, baseline):
+        adapted_on.append(batch)
+        return real_split(policy_, batch, params, gamma, baseline)
+
+    monkeypatch.setattr(sampler, "collect", spy_collect)
+    monkeypatch.setattr(adaptation, "split_by_task", spy_split)
+    try:
+        real = adaptation.run_adaptation(policy, step_sizes, sampler, tasks, 1, 3, eval_episodes=2)
+        control = adaptation.run_adaptation(policy, step_sizes, sampler, tasks, 1, 3, eval_episodes=2, shuffle_rewards=True)
+    finally:
+        sampler.close()
+    assert real.reward_source is None and control.reward_source is not None
+    source = control.reward_source
+    assert not np.any(source == np.arange(len(tasks)))
+    (real_collected, control_collected), (real_used, control_used) = collected, adapted_on
+    assert real_used is real_collected  # the real run adapts on its own rewards
+    # same seeds, same parameters before the first step: the control collected exactly the real run's rollouts
+    np.testing.assert_array_equal(real_collected.actions, control_collected.actions)
+    for task in range(len(tasks)):
+        mine, theirs = control_collected.episodes_of(task), control_collected.episodes_of(int(source[task]))
+        np.testing.assert_array_equal(control_used.rewards[mine], control_collected.rewards[theirs])
+        np.testing.assert_array_equal(control_used.actions[mine], control_collected.actions[mine])
+    assert control_collected.rewards.sum() > 0, "no reward at all: the test would not tell the rewards apart"
+    assert real.rows[0]["success"] == control.rows[0]["success"]
+    assert real.per_task_success.shape == (2, 4) and real.rows[0]["success_wilson_high"] > 0
+
+
+def test_valid_split_is_disjoint_and_train_test_are_unchanged():
+    family = make_family("point")
+    assert SPLITS[:2] == ("train", "test")
+    for split in ("train", "test"):  # the streams every earlier number was measured on
+        rng = np.random.default_rng([0, SPLITS.index(split), 0x7A5C])
+        expected = [family._sample_params(rng) for _ in range(5)]
+        assert [t.params for t in family.sample(split, 5, 0)] == expected
+    keys = {split: {family._key(t) for t in family.sample(split, 50, 0)} for split in SPLITS}
+    assert not keys["valid"] & keys["train"] and not keys["valid"] & keys["test"] and not keys["train"] & keys["test"]
