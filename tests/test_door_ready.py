@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import robot_envs.door  # noqa: F401  (picks the offscreen GL backend before anything imports mujoco)
-from demos.collect import expert_kwargs
-from demos.scripted import make_expert
+from demos.scripted import expert_for
 from robot_envs import make_family
 from vision_gmps.config import load_config
 
@@ -34,7 +33,7 @@ def test_ready_start_puts_the_open_hand_over_the_handle_with_per_episode_offsets
 
 def test_door_expert_opens_to_the_target_from_the_ready_start():
     family = make_family("door", start="ready", image_size=(16, 16), horizon=60)
-    expert = make_expert("door", **expert_kwargs(family))
+    expert = expert_for(family)
     env = family.make_env()
     errors = []
     try:
