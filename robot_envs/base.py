@@ -23,6 +23,9 @@ Contract of every env built by ``TaskFamily.make_env``:
   (stored with empty states) but ``vgmps demos replay`` refuses them, saying why
   (see :func:`supports_replay`, :func:`sim_state`).
 * Optional, for plain MuJoCo scenes: ``env.model_xml() -> str`` stored with each demo.
+* Optional, for reports: ``env.render_view(size, camera=None) -> uint8 [size, size, 3]``, a viewer
+  image of the whole scene with the hidden parameter drawn (never part of ``obs``). Without it
+  the report's video shows the policy's own image, scaled up.
 
 What the family itself declares, so the stack needs no per-family code:
 

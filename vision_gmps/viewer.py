@@ -44,33 +44,46 @@ def replay_views(
     """Run each (task, parameters, reset seed) episode with the policy mean; film it with the viewer camera."""
     env = family.make_env(jobs[0][0])
     try:
-        if hasattr(env, "model"):  # a MuJoCo family: a second, larger camera with the goal markers
-            model = env.model
-            model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), size)
-            model.vis.global_.offheight = max(int(model.vis.global_.offheight), size)
-            view = FastCamera(model, camera or env.camera, size, size)
-            film = lambda: view.render(env.data, env._goal_markers())  # noqa: E731
-        else:  # point: its own picture, scaled up (nearest neighbour)
-            view = None
-            film = lambda: _scale_to(env.render(), size)  # noqa: E731
+        film, close_view = _viewer_camera(env, size, camera)
         out = []
         for task, params, seed in jobs:
             env.task = task
             actor = PolicyActor(policy, [params], deterministic=True)
             obs, info = env.reset(seed=seed)
-            frames = [film()]
+            frames = [film(obs)]
             for _ in range(env.horizon):
                 batched = {k: v[None] for k, v in obs.items()}
                 action = actor(batched, {}, np.zeros(1, dtype=int))[0]
                 obs, _, _, _, info = env.step(np.clip(action, -1.0, 1.0))
-                frames.append(film())
-            final = {k: float(info[k]) for k in ("distance", "angle_error") if k in info}
+                frames.append(film(obs))
+            final = {k: float(info[k]) for k in family.step_metrics if k in info}
             out.append(ViewedEpisode(np.stack(frames), bool(info["success"]), final, task))
-        if view is not None:
-            view.close()
+        close_view()
         return out
     finally:
         env.close()
+
+
+def _viewer_camera(env, size: int, camera: str | None):
+    """(film(obs) -> frame, close): the best view this env offers, from the richest to the plainest.
+
+    1. ``env.render_view(size, camera)``: a family's own viewer image (optional env contract,
+       ``robot_envs/base.py``), the hidden parameter drawn for the viewer only;
+    2. our robosuite families: a second, larger fast camera with their goal markers;
+    3. ``point``: its own picture, scaled up; any other family: the policy's image, scaled up
+       (nothing hidden is drawn then, and the caption's success and final error tell the story).
+    """
+    if callable(getattr(env, "render_view", None)):
+        return (lambda obs: env.render_view(size, camera)), (lambda: None)
+    if hasattr(env, "model") and hasattr(env, "_goal_markers") and hasattr(env, "camera"):
+        model = env.model
+        model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), size)
+        model.vis.global_.offheight = max(int(model.vis.global_.offheight), size)
+        view = FastCamera(model, camera or env.camera, size, size)
+        return (lambda obs: view.render(env.data, env._goal_markers())), view.close
+    if not hasattr(env, "model") and callable(getattr(env, "render", None)):
+        return (lambda obs: _scale_to(env.render(), size)), (lambda: None)
+    return (lambda obs: _scale_to(obs["image"], size)), (lambda: None)
 
 
 def _scale_to(image: np.ndarray, size: int) -> np.ndarray:
