@@ -5,10 +5,10 @@
 
 Trains with the package defaults (configs/algo/gmps.yaml) plus the example's own experiment
 file, found through VGMPS_CONFIG_PATH exactly as a user's would be, then adapts on
-``adapt.num_tasks`` test targets with ``adapt.eval_episodes`` evaluation starts each. Success
-rates get a 95% Wilson interval over episodes (benchmarks/wilson.py: switch it to
-``vision_gmps.evaluation`` once the evaluation-protocol module is merged, which adds the task
-bootstrap and the reward-shuffled control; this script does not run that control).
+``adapt.num_tasks`` test targets with ``adapt.eval_episodes`` evaluation starts each, under the
+evaluation protocol (``vision_gmps.evaluation``): 95% Wilson intervals over episodes, paired
+improved/same/worse counts and the gain with a paired bootstrap over tasks, and the
+reward-shuffled control (the same steps, each target adapted on another target's rewards).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ os.environ["VGMPS_CONFIG_PATH"] = os.pathsep.join(p for p in [os.environ.get("VG
 from vision_gmps.adapt import adapt  # noqa: E402
 from vision_gmps.config import load_config  # noqa: E402
 from vision_gmps.train import train  # noqa: E402
-from wilson import wilson  # noqa: E402  (benchmarks/wilson.py)
+from vision_gmps.evaluation import CONTROL, format_interval, protocol_rows  # noqa: E402
 
 
 
@@ -49,17 +49,22 @@ def main() -> int:
         train_s = time.perf_counter() - start
         cfg = load_config(["wandb.mode=disabled", "torch_threads=1", f"adapt.checkpoint={run}/checkpoints/last.pt",
                            f"adapt.eval_episodes={args.eval_episodes}", f"adapt.num_tasks={args.tasks}",
-                           f"adapt.steps={args.steps}", "adapt.rollouts_per_task=20", f"run_dir={run}/adapt"])
-        result = adapt(cfg)["learned"]
+                           f"adapt.steps={args.steps}", "adapt.rollouts_per_task=20", "adapt.control=true",
+                           f"run_dir={run}/adapt"])
+        results = adapt(cfg)
         n = int(cfg.adapt.num_tasks) * args.eval_episodes
     print(f"\nreach (examples/reach_family): GMPS, {trainer.iteration} meta-iterations, {trainer.env_episodes} "
           f"training episodes, {train_s / 60:.1f} min training; {cfg.adapt.num_tasks} held-out tasks x "
           f"{args.eval_episodes} starts = {n} episodes per row; {cfg.adapt.rollouts_per_task} rollouts per task per step\n")
-    print("| PG steps (reward only) | success | 95% interval (Wilson) | final distance (m) |")
-    print("|---|---|---|---|")
-    for row in result.rows:
-        lo, hi = wilson(round(row["success"] * n), n)
-        print(f"| {row['step']} | {row['success']:.2f} | [{lo:.2f}, {hi:.2f}] | {row['final_distance']:.3f} |")
+    print("| run | PG steps (reward only) | success [95% Wilson] | improved / same / worse vs step 0 | "
+          "gain [95% paired bootstrap] | final distance (m) |")
+    print("|---|---|---|---|---|---|")
+    for name, label in (("learned", "adaptation"), (CONTROL, "reward-shuffled control")):
+        result = results[name]
+        for row in protocol_rows(result.rows, result.per_task_success):
+            print(f"| {label} | {row['step']} | {format_interval(row['success'], (row['success_wilson_low'], row['success_wilson_high']))} "
+                  f"| {row['improved']} / {row['same']} / {row['worse']} | "
+                  f"{format_interval(row['gain'], (row['gain_low'], row['gain_high']))} | {row['final_distance']:.3f} |")
     return 0
 
 

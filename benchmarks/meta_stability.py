@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 from vision_gmps.config import load_config
+from vision_gmps.evaluation import wilson_interval
 from vision_gmps.train import train
-from wilson import wilson  # benchmarks/wilson.py
 
 COMMON = ["wandb.mode=disabled", "torch_threads=1", "train.eval_every=0", "train.checkpoint_every=100"]
 FAMILIES = {
@@ -69,7 +69,7 @@ def main() -> None:
     for family in args.family:
         for variant in args.variants:
             for row in run(family, variant, args.iterations, args.overrides):
-                lo, hi = wilson(row["success"] * row["episodes"], row["episodes"])
+                lo, hi = wilson_interval(round(row["success"] * row["episodes"]), row["episodes"])
                 print(f"{family:8s} {variant:7s} after {row['after_meta_iterations']} meta-it: success "
                       f"{row['success']:.2f} [{lo:.2f}, {hi:.2f}] (n={row['episodes']}), pre-update BC loss "
                       f"{row['pre_bc_loss']:.4f}", flush=True)
