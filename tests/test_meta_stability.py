@@ -30,9 +30,16 @@ CASES = {
 }
 
 
+def package_default_guards() -> list[str]:
+    """The warm-start guards as configs/algo/gmps.yaml sets them. push_cpu turns them off for the tuned
+    main job (they cost its adaptation gain, benchmarks/README.md); this test checks the package default."""
+    algo = load_config([]).algo
+    return [f"algo.{k}={algo[k]}" for k in ("inner_step_calibration", "pre_update_bc_weight", "outer_lr_warmup")]
+
+
 def training_success(case: str, tmp_path, extra: list[str] = ()) -> tuple[float, list[float], int]:
     """Training-rollout success right after BC, after one and two meta-updates, and episodes per value."""
-    cfg = load_config([*COMMON, *CASES[case], f"run_dir={tmp_path}", *extra])
+    cfg = load_config([*COMMON, *CASES[case], *package_default_guards(), f"run_dir={tmp_path}", *extra])
     trainer = train(cfg)
     rows = [json.loads(line) for line in (tmp_path / "train_metrics.jsonl").read_text().splitlines()]
     pre = [r["pre/success"] for r in rows if "pre/success" in r]
