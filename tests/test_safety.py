@@ -302,7 +302,8 @@ def test_a_config_typo_names_the_closest_key_not_a_plus_hint(override, message):
     ("sampler.num_envs=0", "train", "sampler.num_envs=0"),
     ("train.iterations=abc", "train", "train.iterations=abc: must be an integer"),
     ("algo.meta_batch_size=30", "train", "algo.meta_batch_size=30: must be null or 1..20 (env.tasks.train)"),
-    ("train.eval_tasks=11", "train", "train.eval_tasks=11: must be 1..10 (env.tasks.test)"),
+    ("train.eval_tasks=0", "train", "train.eval_tasks=0: must be >= 1 (valid-split tasks)"),
+    ("adapt.split=validation", "adapt", "adapt.split=validation: must be one of train, test, valid"),
     ("adapt.num_tasks=11", "adapt", "adapt.num_tasks=11: the test split has 10 tasks"),
     ("adapt.step_size=best", "adapt", "adapt.step_size=best: must be one of learned, fixed, both"),
     ("env.kwargs.image_size=[0,32]", "train", "env.kwargs.image_size=[0, 32]"),
@@ -314,6 +315,7 @@ def test_every_numeric_setting_is_checked_with_the_key_named(override, job, name
 
 def test_settings_are_checked_before_any_work_and_shipped_configs_pass(tmp_path, capsys):
     for name, overrides in [("config", []), ("config", ["+experiment=push_cpu"]), ("config", ["+experiment=door_gmps"]),
+                            ("config", ["adapt.split=valid", "adapt.num_tasks=50", "train.eval_tasks=50"]),
                             ("demo", []), ("demo", ["experiment=door_cpu"])]:
         for job in ("train", "adapt", "demo"):
             check_settings(load_config(overrides, config_name=name), job)

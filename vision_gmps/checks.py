@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from robot_envs.base import SPLITS
 
 from vision_gmps.config import ConfigError
 
@@ -68,7 +69,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "algo.imitation_loss": ("mse", "nll"),
     "algo.expert.source": ("scripted", "demos"),
     "adapt.step_size": ("learned", "fixed", "both"),
-    "adapt.split": ("train", "test"),
+    "adapt.split": SPLITS,  # valid: for choosing settings; test: for the tables
     "wandb.mode": ("offline", "online", "disabled"),
 }
 
@@ -138,11 +139,11 @@ def _split_sizes(cfg: DictConfig, job: str, get) -> list[str]:
         if mbs not in (None, "<absent>") and (not _is_int(mbs) or not 1 <= mbs <= train_n):
             out.append(f"algo.meta_batch_size={mbs}: must be null or 1..{train_n} (env.tasks.train)")
         eval_every, eval_tasks = get("train.eval_every"), get("train.eval_tasks")
-        if _is_int(eval_every) and eval_every > 0 and _is_int(eval_tasks) and not 1 <= eval_tasks <= test_n:
-            out.append(f"train.eval_tasks={eval_tasks}: must be 1..{test_n} (env.tasks.test) while train.eval_every > 0")
+        if _is_int(eval_every) and eval_every > 0 and _is_int(eval_tasks) and eval_tasks < 1:
+            out.append(f"train.eval_tasks={eval_tasks}: must be >= 1 (valid-split tasks) while train.eval_every > 0")
     if job in ("adapt", "demo"):
         split, n = get("adapt.split"), get("adapt.num_tasks")
-        held = {"train": train_n, "test": test_n}.get(split)
+        held = {"train": train_n, "test": test_n}.get(split)  # the valid split is drawn to any size
         if held is not None and _is_int(n) and n > held:
             out.append(f"adapt.num_tasks={n}: the {split} split has {held} tasks (env.tasks.{split}); "
                        f"lower adapt.num_tasks or raise env.tasks.{split}")
