@@ -66,7 +66,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "algo.name": ("gmps", "maml", "bc"),
     "algo.baseline": ("linear", "none"),
     "algo.imitation_loss": ("mse", "nll"),
-    "algo.expert.source": ("scripted", "demos"),
+    "algo.expert.source": ("scripted", "demos", "zoo"),
     "adapt.step_size": ("learned", "fixed", "both"),
     "adapt.split": ("train", "test"),
     "wandb.mode": ("offline", "online", "disabled"),
@@ -122,6 +122,8 @@ def check_settings(cfg: DictConfig, job: str) -> None:
     noise = get("algo.expert.noise")
     if job != "adapt" and noise != "<absent>" and (not _is_number(noise) or noise < 0):
         problems.append(f"algo.expert.noise={noise}: must be a number >= 0")
+    if job != "adapt" and get("algo.expert.source") == "zoo" and not get("algo.expert.zoo"):
+        problems.append("algo.expert.source=zoo needs algo.expert.zoo=PATH (a folder from `vgmps experts train`)")
     problems += _split_sizes(cfg, job, get)
     if problems:
         raise ConfigError("bad settings:\n  " + "\n  ".join(problems) if len(problems) > 1 else problems[0])
