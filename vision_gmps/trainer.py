@@ -85,6 +85,8 @@ class MetaTrainer:
         self.iteration = 0
         self.env_episodes = 0
         self.env_steps = dict.fromkeys(STEP_PARTS, 0)
+        # Steps of the padding envs that fill a sampler's last wave: simulated, never used, kept out of the total.
+        self.padding_steps = 0
         self.expert_steps = {"experts_training": 0, "experts_eval": 0}  # the RL experts' own cost, from the zoo
         self.buffer: ExpertBuffer | None = None
         self.expert = None
@@ -130,13 +132,17 @@ class MetaTrainer:
             self._count("expert_episodes", batch.num_episodes, batch.actions.shape[1])
             self.buffer.add_relabelled(batch, self._label(batch), pin=True)
 
-    def _count(self, part: str, episodes: int, length: int) -> None:
+    def _count(self, part: str, episodes: int, length: int, collects: int = 1) -> None:
+        """Add ``episodes`` used episodes of ``length`` steps, gathered in ``collects`` equal sampler calls."""
         self.env_steps[part] += int(episodes) * int(length)
+        if collects:
+            self.padding_steps += collects * (-(int(episodes) // collects) % self.sampler.num_envs) * int(length)
 
     def step_metrics(self) -> dict[str, int]:
         """Every environment step so far, by part and in total, the experts' own training included."""
         parts = {**self.expert_steps, **self.env_steps}
-        return {**{f"steps/{k}": v for k, v in parts.items()}, "steps/total": sum(parts.values())}
+        return {**{f"steps/{k}": v for k, v in parts.items()}, "steps/total": sum(parts.values()),
+                "steps/sampler_padding": self.padding_steps}
 
     def _label(self, batch: RolloutBatch) -> np.ndarray:
         flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.states.items()}
@@ -333,8 +339,9 @@ class MetaTrainer:
             seed=iteration_seed(self.cfg.seed, self.iteration, 5),
         )
         pre, post = result.rows[0], result.rows[-1]
-        evals = len(result.rows) * len(self.eval_tasks) * int(self.cfg.train.get("eval_episodes", 1))
-        self._count("eval", post["episodes"] + evals, self.family.horizon)
+        per_eval = len(self.eval_tasks) * int(self.cfg.train.get("eval_episodes", 1))
+        self._count("eval", post["episodes"], self.family.horizon, collects=steps)  # the adaptation rollouts
+        self._count("eval", len(result.rows) * per_eval, self.family.horizon, collects=len(result.rows) if per_eval else 0)
         return {"eval/success_pre": pre["success"], "eval/success_post": post["success"], "eval/return_post": post["return"],
                 "eval/success_pre_low": pre["success_wilson_low"], "eval/success_pre_high": pre["success_wilson_high"],
                 "eval/success_post_low": post["success_wilson_low"], "eval/success_post_high": post["success_wilson_high"]}
@@ -348,7 +355,7 @@ class MetaTrainer:
             "optimizer": self.optimizer.state_dict(),
             "iteration": self.iteration,
             "env_episodes": self.env_episodes,
-            "env_steps": dict(self.env_steps),
+            "env_steps": {**self.env_steps, "sampler_padding": self.padding_steps},
             "algo": self.cfg.algo.name,
             "env_args": self.family.env_args(),
             "config_yaml": OmegaConf.to_yaml(self.cfg, resolve=True),
@@ -371,7 +378,9 @@ class MetaTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
         self.env_episodes = int(state["env_episodes"])
-        self.env_steps.update({k: int(v) for k, v in state.get("env_steps", {}).items()})
+        steps = {k: int(v) for k, v in state.get("env_steps", {}).items()}
+        self.padding_steps = steps.pop("sampler_padding", 0)
+        self.env_steps.update(steps)
         if state["buffer"]:
             self.buffer = ExpertBuffer.from_state_dict(state["buffer"])
 
