@@ -38,7 +38,7 @@ from vision_gmps.run_logging import RunLogger
 log = logging.getLogger("vision_gmps")
 ALGOS = ("gmps", "maml", "bc")
 # Environment steps by what they were spent on (``steps/<part>`` in the metrics; the report's first paragraph).
-STEP_PARTS = ("expert_episodes", "dagger", "meta_pre", "meta_post", "eval")
+STEP_PARTS = ("demo_files", "expert_episodes", "dagger", "meta_pre", "meta_post", "eval")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -118,8 +118,11 @@ class MetaTrainer:
             self.buffer = ExpertBuffer(len(self.train_tasks), cfg.buffer_max_per_task)
         if cfg.expert.source == "demos":
             space = self.sampler.vec.single_observation_space["image"].shape
+            held = sum(self.buffer.size(i) for i in range(len(self.train_tasks)))
             attach_demo_files(self.buffer, list(cfg.expert.demo_files), self.family.name, space[:2],
                               self.sampler.vec.single_action_space.shape[0], self.train_tasks)
+            if fresh:  # the recorded demos' steps (one sample per step); a resumed run has counted them already
+                self._count("demo_files", sum(self.buffer.size(i) for i in range(len(self.train_tasks))) - held, 1, 0)
         elif fresh:
             batch = self.sampler.collect(
                 self.train_tasks,
