@@ -194,6 +194,8 @@ def train_zoo(folder: str | Path, mode: str, family_name: str, family_kwargs: di
               torch_threads: int = 1) -> dict[str, Any]:
     """Train the experts ``mode`` asks for on ``tasks`` and write the zoo; returns its ``zoo.json`` content."""
     folder = Path(folder)
+    if mode not in MODES:
+        raise ZooError(f"mode={mode!r}: use one of {MODES}")
     family = make_family(family_name, **family_kwargs)
     if not has_goal_contract(family):
         raise ZooError(f"family {family_name!r} declares no goal contract (goal_achieved/goal_desired/goal_success, "
