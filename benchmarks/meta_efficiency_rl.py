@@ -146,10 +146,10 @@ def plot(results: dict, path: Path, zoo_episodes: float) -> None:
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     for v, d in results["mean"].items():
         xs, ys, sd = np.array(d["episodes"]), np.array(d["post"]), np.array(d["post_sd"])
-        ax.plot(xs, ys, marker="o", ms=3, label=v)
-        ax.fill_between(xs, ys - sd, ys + sd, alpha=0.15)
+        (line,) = ax.plot(xs, ys, marker="o", ms=3, label=v)
+        ax.fill_between(xs, ys - sd, ys + sd, alpha=0.15, color=line.get_color())
         if v == "gmps-rl":
-            ax.plot(xs + zoo_episodes, ys, ls="--", lw=1, label="gmps-rl, experts' training counted")
+            ax.plot(xs + zoo_episodes, ys, ls="--", lw=1, color=line.get_color(), label="gmps-rl, experts' training counted")
     ax.set_xscale("log")
     ax.set_xlabel("meta-training environment episodes (log)")
     ax.set_ylabel("held-out success after one PG step")
