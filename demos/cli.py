@@ -23,7 +23,7 @@ from robot_envs.errors import UserError
 # `vgmps collect` composes its hydra config in vision_gmps.collect (the CLI layer) and calls
 # run_collect with the plain dict: demos/ imports nothing from vision_gmps/.
 COLLECT_USAGE = ("usage: vgmps collect [hydra overrides]   e.g. env=point split=test demos_per_task=10 output=data/p.hdf5\n"
-                 "keys: source (scripted|keyboard|spacemouse) split num_tasks task_indices demos_per_task output noise seed\n"
+                 "keys: source (scripted|experts|keyboard|spacemouse) zoo (source=experts: an expert zoo folder) split num_tasks task_indices demos_per_task output noise seed\n"
                  "      append=true (or --append): add new episodes (fresh seeds) to an existing output file")
 
 
@@ -55,11 +55,17 @@ def _collect(raw: dict[str, Any]) -> int:
     tasks = select_tasks(family, split, num_tasks, int(raw["env"]["tasks"]["seed"]), raw["task_indices"])
     if existing:
         print(f"appending to {output}, which already holds {existing} demos; new demos use reset seeds not in the file")
-    if raw["source"] == "scripted":
+    if raw["source"] in ("scripted", "experts"):
+        expert = None
+        if raw["source"] == "experts":  # RL experts from `vgmps experts train`, checked before any episode
+            from demos.rl.zoo import load_zoo_expert
+
+            expert = load_zoo_expert(raw["zoo"], family, tasks)
         stats = collect_scripted(family, tasks, int(raw["demos_per_task"]), output, noise=float(raw["noise"]),
-                                 seed=int(raw["seed"]), progress=bool(raw["progress"]), valid_every=int(raw["valid_every"]))
+                                 seed=int(raw["seed"]), progress=bool(raw["progress"]), valid_every=int(raw["valid_every"]),
+                                 expert=expert, source=raw["source"])
         verb = f"appended {stats.demos} new" if existing else f"wrote {stats.demos}"
-        print(f"{verb} scripted demos for {len(tasks)} {split} tasks of {family.name} to {output} "
+        print(f"{verb} {raw['source']} demos for {len(tasks)} {split} tasks of {family.name} to {output} "
               f"(success {stats.successes}/{stats.demos} = {stats.success_rate:.0%})"
               + (f"; it now holds {existing + stats.demos} demos" if existing else ""))
     elif raw["source"] in ("keyboard", "spacemouse"):
@@ -86,8 +92,10 @@ def check_collect_settings(raw: dict[str, Any]) -> None:
     split, tasks = raw["split"], raw["env"]["tasks"]
     if split not in ("train", "test"):
         problems.append(f"split={split}: must be train or test")
-    if raw["source"] not in ("scripted", "keyboard", "spacemouse"):
-        problems.append(f"source={raw['source']}: must be scripted, keyboard or spacemouse")
+    if raw["source"] not in ("scripted", "experts", "keyboard", "spacemouse"):
+        problems.append(f"source={raw['source']}: must be scripted, experts, keyboard or spacemouse")
+    if raw["source"] == "experts" and not raw.get("zoo"):
+        problems.append("source=experts needs zoo=PATH (a folder from `vgmps experts train`)")
     for key, low in (("demos_per_task", 1), ("valid_every", 0), ("seed", 0)):
         if not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < low:
             problems.append(f"{key}={raw[key]}: must be an integer >= {low}")

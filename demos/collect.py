@@ -122,8 +122,10 @@ def collect_scripted(
     valid_every: int = 10,
     expert: ScriptedExpert | None = None,
     on_demo: Callable[[str, Episode], None] | None = None,
+    source: str = "scripted",
 ) -> CollectStats:
-    """Roll out the family's scripted expert ``demos_per_task`` times per task, appending each demo to ``output``.
+    """Roll out the family's scripted expert (or ``expert``: e.g. a ``ZooExpert``, with ``source="experts"``)
+    ``demos_per_task`` times per task, appending each demo to ``output``.
 
     Demos already in ``output`` keep their reset seeds to themselves: new ones use seeds not yet in the file.
     """
@@ -137,7 +139,7 @@ def collect_scripted(
     try:
         for task in tasks:
             for reset_seed in fresh_seeds(seed, task, demos_per_task, used):
-                ep = run_episode(env, task, lambda _o, info: expert.act(info["state"]), "scripted", reset_seed, expert, noise, rng)
+                ep = run_episode(env, task, lambda _o, info: expert.act(info["state"]), source, reset_seed, expert, noise, rng)
                 name = writer.append(ep)
                 stats.demos += 1
                 stats.successes += int(ep.success)

@@ -26,6 +26,9 @@ Contract of every env built by ``TaskFamily.make_env``:
 * Optional, for reports: ``env.render_view(size, camera=None) -> uint8 [size, size, 3]``, a viewer
   image of the whole scene with the hidden parameter drawn (never part of ``obs``). Without it
   the report's video shows the policy's own image, scaled up.
+* Optional, for state-only learners (RL experts): an attribute ``render_images`` (default True);
+  set to False, observations carry an all-zero image and the camera is never drawn, so a learner
+  that reads only ``info["state"]`` does not pay for rendering.
 
 What the family itself declares, so the stack needs no per-family code:
 
@@ -35,6 +38,14 @@ What the family itself declares, so the stack needs no per-family code:
   name, or ``None`` for the expert registered under the family's name), and ``expert_kwargs()``:
   the settings that expert needs from the family (e.g. metres per unit action).
 * Default constructor arguments: ``env.family=NAME`` alone builds the family with them.
+* Optional, for goal-conditioned RL experts (``vgmps experts train mode=goal``, hindsight relabelling)
+  and for matching a state to its task's expert: ``goal_achieved(state)`` and ``goal_desired(state)``
+  map a privileged state dict (arrays with any leading batch axes) to float vectors of one size (what
+  the episode moves, e.g. the block's xy; what the task asks of it, e.g. the goal's xy: the hidden
+  parameter), and ``goal_success(achieved, desired)`` says, elementwise over leading axes, whether
+  that is a success (the same test as ``info["success"]``). ``goal_reward`` defaults to
+  ``success - 1`` (0 on success, -1 elsewhere: SB3's HER convention). ``has_goal_contract(family)``
+  tells whether a family declares it.
 
 ``robot_envs.testing.check_family`` checks all of this for a family author.
 """
@@ -134,6 +145,34 @@ class TaskFamily(abc.ABC):
     def expert_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for this family's scripted expert (settings it shares with the env)."""
         return {}
+
+    # ----- optional goal contract (RL experts); see the module docstring -----------------------
+    def goal_achieved(self, state: dict[str, np.ndarray]) -> np.ndarray:
+        """What the episode has achieved so far, [..., goal_dim] float (e.g. the block's xy)."""
+        raise NotImplementedError(f"family {self.name!r} declares no goal contract (goal_achieved); see robot_envs/base.py")
+
+    def goal_desired(self, state: dict[str, np.ndarray]) -> np.ndarray:
+        """What the task asks for, [..., goal_dim] float: the hidden parameter, privileged."""
+        raise NotImplementedError(f"family {self.name!r} declares no goal contract (goal_desired); see robot_envs/base.py")
+
+    def goal_success(self, achieved: np.ndarray, desired: np.ndarray) -> np.ndarray:
+        """Elementwise over leading axes: is ``achieved`` a success for ``desired`` (as ``info["success"]``)."""
+        raise NotImplementedError(f"family {self.name!r} declares no goal contract (goal_success); see robot_envs/base.py")
+
+    def goal_reward(self, achieved: np.ndarray, desired: np.ndarray) -> np.ndarray:
+        """Reward for hindsight relabelling: 0 on success, -1 elsewhere."""
+        return self.goal_success(achieved, desired).astype(np.float32) - 1.0
+
+
+def has_goal_contract(family: TaskFamily) -> bool:
+    """Whether ``family`` overrides the optional goal contract (``goal_achieved``/``goal_desired``/``goal_success``)."""
+    cls = type(family)
+    return all(getattr(cls, n) is not getattr(TaskFamily, n) for n in ("goal_achieved", "goal_desired", "goal_success"))
+
+
+def within(achieved: np.ndarray, desired: np.ndarray, radius: float) -> np.ndarray:
+    """Euclidean distance over the last axis at most ``radius``: the success test of most goal families."""
+    return np.linalg.norm(np.asarray(achieved) - np.asarray(desired), axis=-1) <= radius
 
 
 def supports_replay(env: Any) -> bool:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from robot_envs.base import Task
+from robot_envs.base import Task, within
 from robot_envs.robosuite_common import RobosuiteFamily, RobosuiteTaskEnv, add_arm_gravcomp
 
 ANGLE_RANGE_DEG = (15.0, 60.0)
@@ -248,6 +248,15 @@ class DoorFamily(RobosuiteFamily):
             start_noise=self.start_noise,
             **self._env_kwargs(),
         )
+
+    def goal_achieved(self, state: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(state["hinge_angle"], np.float32)
+
+    def goal_desired(self, state: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(state["target_angle"], np.float32)
+
+    def goal_success(self, achieved: np.ndarray, desired: np.ndarray) -> np.ndarray:
+        return within(achieved, desired, float(np.deg2rad(self.tolerance_deg)))
 
     def env_args(self) -> dict[str, Any]:
         return {

@@ -14,7 +14,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from robot_envs.base import Task, TaskFamily, check_action
+from robot_envs.base import Task, TaskFamily, check_action, within
 
 _BACKGROUND = np.array([228, 228, 220], dtype=np.uint8)
 _FRAME = np.array([90, 90, 90], dtype=np.uint8)
@@ -53,6 +53,8 @@ class PointEnv(gym.Env):
         self._ys = np.linspace(1, -1, height, dtype=np.float32)[:, None]
         self._agent_radius = max(2.5 / min(height, width) * 2, 0.08)
         self._frame = self._draw_frame(height, width)
+        self.render_images = True  # False: blank images, for state-only learners (robot_envs/base.py)
+        self._blank = np.zeros_like(self._frame)
         self._pos = np.zeros(2)
         self._t = 0
 
@@ -91,7 +93,7 @@ class PointEnv(gym.Env):
 
     def _observe(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         distance = float(np.linalg.norm(self._pos - self.goal))
-        obs = {"image": self.render(), "proprio": self._pos.astype(np.float32)}
+        obs = {"image": self.render() if self.render_images else self._blank, "proprio": self._pos.astype(np.float32)}
         info = {
             "success": distance <= self.goal_radius,
             "dense_reward": -distance,
@@ -147,6 +149,15 @@ class PointFamily(TaskFamily):
 
     def expert_kwargs(self) -> dict[str, Any]:
         return {"max_step": self.max_step}
+
+    def goal_achieved(self, state: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(state["position"], np.float32)
+
+    def goal_desired(self, state: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(state["goal"], np.float32)
+
+    def goal_success(self, achieved: np.ndarray, desired: np.ndarray) -> np.ndarray:
+        return within(achieved, desired, self.goal_radius)
 
     def env_args(self) -> dict[str, Any]:
         return {

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from robot_envs.base import Task
+from robot_envs.base import Task, within
 from robot_envs.robosuite_common import RobosuiteFamily, RobosuiteTaskEnv, add_arm_gravcomp, mat2quat
 
 TABLE_TOP_Z = 0.8
@@ -230,6 +230,15 @@ class PushFamily(RobosuiteFamily):
             start=self.start,
             **self._env_kwargs(),
         )
+
+    def goal_achieved(self, state: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(state["block_pos"], np.float32)[..., :2]
+
+    def goal_desired(self, state: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(state["goal"], np.float32)[..., :2]
+
+    def goal_success(self, achieved: np.ndarray, desired: np.ndarray) -> np.ndarray:
+        return within(achieved, desired, self.success_radius)
 
     def env_args(self) -> dict[str, Any]:
         return {

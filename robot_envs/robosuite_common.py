@@ -241,6 +241,8 @@ class RobosuiteTaskEnv(gym.Env, abc.ABC):
             }
         )
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.action_dim,), np.float32)
+        self.render_images = True  # False: blank images, for state-only learners (robot_envs/base.py)
+        self._blank = np.zeros((height, width, 3), np.uint8)
         self._t = 0
         release_freed_memory()
 
@@ -376,6 +378,8 @@ class RobosuiteTaskEnv(gym.Env, abc.ABC):
 
     # ----- observation ----------------------------------------------------------------------
     def _camera_image(self, suite_obs: dict | None) -> np.ndarray:
+        if not self.render_images:  # a state-only learner: skip the camera (robot_envs/base.py)
+            return self._blank
         if self._camera is not None:
             return self._camera.render(self.data)
         if suite_obs is None:  # state was changed outside robosuite's step: re-run its observables

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
-from robot_envs.base import SPLITS, TaskFamily, supports_replay
+from robot_envs.base import SPLITS, TaskFamily, has_goal_contract, supports_replay
 from robot_envs.vector import make_vector_env
 
 
@@ -145,6 +145,46 @@ def check_vector_tasks(family: TaskFamily, seed: int, expert: Any | None) -> Non
         single.close()
 
 
+def check_goal_contract(env: gym.Env, family: TaskFamily, expert: Any | None) -> None:
+    """Optional goal contract: its success test is ``info["success"]`` at every step, the desired goal stays the
+    task's through an episode, and both functions work on a batch of states as on one."""
+    if not has_goal_contract(family):
+        return
+    _, info = env.reset(seed=5)
+    states, desired0 = [], np.asarray(family.goal_desired(info["state"]))
+    rng = np.random.default_rng(5)
+    done = False
+    while not done:
+        state = info["state"]
+        states.append(state)
+        achieved, desired = family.goal_achieved(state), family.goal_desired(state)
+        assert np.asarray(achieved).shape == np.asarray(desired).shape, "goal_achieved and goal_desired differ in shape"
+        assert np.allclose(desired, desired0), "goal_desired changed within an episode: it must be the task's parameter"
+        assert bool(family.goal_success(achieved, desired)) == bool(info["success"]), \
+            "goal_success(goal_achieved(state), goal_desired(state)) disagrees with info['success']"
+        action = expert.act(state) if expert is not None else rng.uniform(-1, 1, env.action_space.shape)
+        _, _, terminated, truncated, info = env.step(np.asarray(action, np.float32))
+        done = terminated or truncated
+    batch = {k: np.stack([np.asarray(s[k]) for s in states]) for k in states[0]}
+    one = np.stack([family.goal_success(family.goal_achieved(s), family.goal_desired(s)) for s in states])
+    both = family.goal_success(family.goal_achieved(batch), family.goal_desired(batch))
+    assert np.array_equal(np.asarray(both).ravel(), one.ravel()), "goal functions give other results on a batch of states"
+
+
+def check_render_switch(env: gym.Env) -> None:
+    """Optional ``render_images=False``: blank images of the same shape, the same privileged state."""
+    if not hasattr(env, "render_images"):
+        return
+    obs, info = env.reset(seed=3)
+    env.render_images = False
+    try:
+        blank, info_blank = env.reset(seed=3)
+    finally:
+        env.render_images = True
+    assert blank["image"].shape == obs["image"].shape and not blank["image"].any(), "render_images=False must give blank images"
+    assert _state_close(info_blank["state"], info["state"]), "render_images=False changed the privileged state"
+
+
 def check_family(family: TaskFamily, expert: Any | None = None, seed: int = 0, num_tasks: int = 4) -> None:
     """Run every contract check on ``family`` (and ``expert`` when given); raise ``FamilyCheckError`` listing failures."""
     problems: list[str] = []
@@ -165,6 +205,8 @@ def check_family(family: TaskFamily, expert: Any | None = None, seed: int = 0, n
         run("hidden parameter", lambda: check_hidden_parameter(env, family, seed))
         run("seeded reset", lambda: check_reset_determinism(env))
         run("state save/restore", lambda: check_replay(env))
+        run("goal contract", lambda: check_goal_contract(env, family, expert))
+        run("render switch", lambda: check_render_switch(env))
     finally:
         env.close()
     run("task assignment and expert", lambda: check_vector_tasks(family, seed, expert))

@@ -203,6 +203,8 @@ def test_demo_job_writes_a_report_with_every_section(tmp_path):
     assert "**validation split**" in report and "95% Wilson" in report
     assert (tmp_path / "adapt" / "after_adaptation_sheet.png").stat().st_size > 0
     assert "(3 of them the scripted demonstrations it learned from)" in report
+    assert report.splitlines()[2].startswith("**Environment-step budget: ")  # the first paragraph, experts included
+    assert "recorded demonstrations" in report.splitlines()[2]
     with DemoReader(tmp_path / "demos" / "push-train.hdf5") as reader:
         assert len(reader.demos) == 3
     assert (tmp_path / "learning_curve.png").stat().st_size > 0

@@ -7,6 +7,7 @@ after the first iteration). ``check_settings`` names every bad key at once.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -67,7 +68,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "algo.name": ("gmps", "maml", "bc"),
     "algo.baseline": ("linear", "none"),
     "algo.imitation_loss": ("mse", "nll"),
-    "algo.expert.source": ("scripted", "demos"),
+    "algo.expert.source": ("scripted", "demos", "zoo"),
     "adapt.step_size": ("learned", "fixed", "both"),
     "adapt.split": SPLITS,  # valid: for choosing settings; test: for the tables
     "wandb.mode": ("offline", "online", "disabled"),
@@ -123,6 +124,10 @@ def check_settings(cfg: DictConfig, job: str) -> None:
     noise = get("algo.expert.noise")
     if job != "adapt" and noise != "<absent>" and (not _is_number(noise) or noise < 0):
         problems.append(f"algo.expert.noise={noise}: must be a number >= 0")
+    zoo = get("algo.expert.zoo")
+    if job != "adapt" and get("algo.expert.source") == "zoo" and not (zoo and (Path(str(zoo)) / "zoo.json").is_file()):
+        problems.append(f"algo.expert.source=zoo needs algo.expert.zoo=PATH, a folder from `vgmps experts train` "
+                        f"(got {zoo}: {'no zoo.json there' if zoo else 'not set'})")
     problems += _split_sizes(cfg, job, get)
     if problems:
         raise ConfigError("bad settings:\n  " + "\n  ".join(problems) if len(problems) > 1 else problems[0])

@@ -4,6 +4,7 @@
     vgmps adapt   CHECKPOINT.pt [KEY=VALUE]  meta-test: K policy-gradient steps on reward only
     vgmps demo    [KEY=VALUE ...]            the README's main job: train then adapt, with a report
     vgmps collect [KEY=VALUE ...]            record demonstrations to HDF5
+    vgmps experts train|list|eval ...        SAC experts on privileged state, in an expert zoo
     vgmps demos   info|validate|replay|merge ...
     vgmps envs    show FAMILY ...        contact sheet and video of what the camera sees
     vgmps deploy  checkpoint=PATH robot=sim|socket|lerobot   adapt on a robot, every episode kept
@@ -28,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "adapt": ("vision_gmps.adapt", "adapt a checkpoint to held-out tasks with reward only"),
     "demo": ("vision_gmps.demo", "the main job: train, adapt and write a report"),
     "collect": ("vision_gmps.collect", "record demonstrations to an HDF5 file"),
+    "experts": ("vision_gmps.experts_cli", "train RL experts on privileged state into an expert zoo; list, eval"),
     "demos": ("demos.cli", "inspect, validate, replay and merge demo files"),
     "envs": ("robot_envs.cli", "look at task families: contact sheets and videos"),
     "deploy": ("vision_gmps.deploy", "adapt a checkpoint on a robot (simulated or real), keeping every episode"),

@@ -61,6 +61,26 @@ def plot_learning_curve(metrics: list[dict], out: Path, inner_steps: int = 1) ->
     return out
 
 
+STEP_LABELS = {
+    "experts_training": "training the RL experts", "experts_eval": "evaluating the RL experts",
+    "demo_files": "recorded demonstrations", "expert_episodes": "expert episodes", "dagger": "DAgger rollouts", "meta_pre": "pre-update meta-training rollouts",
+    "meta_post": "post-update meta-training rollouts", "eval": "validation checks during training",
+}
+
+
+def step_budget_text(metrics: list[dict]) -> str:
+    """The run's full environment-step budget, experts included (the report's first paragraph)."""
+    last = next((m for m in reversed(metrics) if "steps/total" in m), None)
+    if last is None:
+        return "This run's metrics hold no environment-step counts (trained before they were recorded)."
+    parts = [f"{last[f'steps/{k}']:,} {label}" for k, label in STEP_LABELS.items() if last.get(f"steps/{k}")]
+    padding = last.get("steps/sampler_padding", 0)
+    return (f"**Environment-step budget: {last['steps/total']:,} steps** up to the last training iteration: "
+            + ", ".join(parts) + "." + (f" The sampler also simulated {padding:,} padding steps that it dropped "
+                                        "(filling its last wave of envs); they are not in the total." if padding else "")
+            + " The held-out adaptation below adds its own rollouts (the table's last column, in episodes).")
+
+
 def adaptation_table(results: dict[str, AdaptationResult]) -> str:
     extra = [k for k in results[next(iter(results))].rows[0] if k.startswith("final_")]
     header = ["run", "step", "success [95% Wilson]", "[95% bootstrap over tasks]", "improved / same / worse vs step 0",
@@ -146,6 +166,8 @@ def write_report(
     pre = {e: (s, lo, hi) for e, s, lo, hi in eval_points(metrics, "eval/success_pre")}
     lines = [
         f"# {title}",
+        "",
+        step_budget_text(metrics),
         "",
         "## What this shows",
         summary_text(results, inner_steps),

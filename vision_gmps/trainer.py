@@ -37,6 +37,8 @@ from vision_gmps.run_logging import RunLogger
 
 log = logging.getLogger("vision_gmps")
 ALGOS = ("gmps", "maml", "bc")
+# Environment steps by what they were spent on (``steps/<part>`` in the metrics; the report's first paragraph).
+STEP_PARTS = ("demo_files", "expert_episodes", "dagger", "meta_pre", "meta_post", "eval")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -82,13 +84,23 @@ class MetaTrainer:
         self.bc_loss_after_pretrain: float | None = None
         self.iteration = 0
         self.env_episodes = 0
+        self.env_steps = dict.fromkeys(STEP_PARTS, 0)
+        # Steps of the padding envs that fill a sampler's last wave: simulated, never used, kept out of the total.
+        self.padding_steps = 0
+        self.expert_steps = {"experts_training": 0, "experts_eval": 0}  # the RL experts' own cost, from the zoo
         self.buffer: ExpertBuffer | None = None
         self.expert = None
         if cfg.algo.name in ("gmps", "bc"):
             from demos.scripted import expert_for, has_expert
 
             dagger = cfg.algo.get("dagger", {}).get("enabled", False)
-            if cfg.algo.expert.source == "scripted" or dagger:
+            if cfg.algo.expert.source == "zoo":  # RL experts (vgmps experts train), checked before any rollout
+                from demos.rl.zoo import load_zoo_expert
+
+                self.expert = load_zoo_expert(cfg.algo.expert.zoo, self.family, self.train_tasks)
+                self.expert_steps = {"experts_training": int(self.expert.meta["env_steps"]),
+                                     "experts_eval": int(self.expert.meta["eval_env_steps"])}
+            elif cfg.algo.expert.source == "scripted" or dagger:
                 if not has_expert(self.family):
                     raise ValueError(
                         f"algo.expert.source=scripted / algo.dagger.enabled need a scripted expert, and family "
@@ -100,14 +112,17 @@ class MetaTrainer:
     def init_expert_data(self, fresh: bool = True) -> None:
         """Attach demo files (always) and, for a fresh run, collect scripted expert episodes."""
         cfg = self.cfg.algo
-        if cfg.expert.source not in ("scripted", "demos"):
-            raise ValueError(f"unknown algo.expert.source {cfg.expert.source!r}; use scripted or demos")
+        if cfg.expert.source not in ("scripted", "demos", "zoo"):
+            raise ValueError(f"unknown algo.expert.source {cfg.expert.source!r}; use scripted, demos or zoo")
         if self.buffer is None:
             self.buffer = ExpertBuffer(len(self.train_tasks), cfg.buffer_max_per_task)
         if cfg.expert.source == "demos":
             space = self.sampler.vec.single_observation_space["image"].shape
+            held = sum(self.buffer.size(i) for i in range(len(self.train_tasks)))
             attach_demo_files(self.buffer, list(cfg.expert.demo_files), self.family.name, space[:2],
                               self.sampler.vec.single_action_space.shape[0], self.train_tasks)
+            if fresh:  # the recorded demos' steps (one sample per step); a resumed run has counted them already
+                self._count("demo_files", sum(self.buffer.size(i) for i in range(len(self.train_tasks))) - held, 1, 0)
         elif fresh:
             batch = self.sampler.collect(
                 self.train_tasks,
@@ -117,7 +132,20 @@ class MetaTrainer:
                 progress="expert demos",
             )
             self.env_episodes += batch.num_episodes
+            self._count("expert_episodes", batch.num_episodes, batch.actions.shape[1])
             self.buffer.add_relabelled(batch, self._label(batch), pin=True)
+
+    def _count(self, part: str, episodes: int, length: int, collects: int = 1) -> None:
+        """Add ``episodes`` used episodes of ``length`` steps, gathered in ``collects`` equal sampler calls."""
+        self.env_steps[part] += int(episodes) * int(length)
+        if collects:
+            self.padding_steps += collects * (-(int(episodes) // collects) % self.sampler.num_envs) * int(length)
+
+    def step_metrics(self) -> dict[str, int]:
+        """Every environment step so far, by part and in total, the experts' own training included."""
+        parts = {**self.expert_steps, **self.env_steps}
+        return {**{f"steps/{k}": v for k, v in parts.items()}, "steps/total": sum(parts.values()),
+                "steps/sampler_padding": self.padding_steps}
 
     def _label(self, batch: RolloutBatch) -> np.ndarray:
         flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.states.items()}
@@ -162,10 +190,11 @@ class MetaTrainer:
         rng = np.random.default_rng(iteration_seed(self.cfg.seed, self.iteration, 1))
         return sorted(rng.choice(len(self.train_tasks), size=n, replace=False).tolist())
 
-    def _collect(self, tasks: list[Task], params: list, episodes: int, phase: int, label: str) -> RolloutBatch:
+    def _collect(self, tasks: list[Task], params: list, episodes: int, phase: int, label: str, part: str) -> RolloutBatch:
         seed = iteration_seed(self.cfg.seed, self.iteration, phase)
         batch = self.sampler.collect(tasks, episodes, PolicyActor(self.policy, params, seed=seed), seed=seed, progress=label)
         self.env_episodes += batch.num_episodes
+        self._count(part, batch.num_episodes, batch.actions.shape[1])
         return batch
 
     def _outer_step(self, loss_fn) -> float:
@@ -247,7 +276,7 @@ class MetaTrainer:
                       for _ in range(cfg.outer_steps)]
             return {"loss": float(np.mean(losses))}
 
-        pre = self._collect(tasks, [theta] * len(tasks), cfg.rollouts_per_task, 3, "pre-update rollouts")
+        pre = self._collect(tasks, [theta] * len(tasks), cfg.rollouts_per_task, 3, "pre-update rollouts", "meta_pre")
         metrics.update({f"pre/{k}": v for k, v in pre.summary().items()})
         pre_batches = split_by_task(self.policy, pre, [theta] * len(tasks), cfg.gamma, cfg.baseline)
 
@@ -257,7 +286,8 @@ class MetaTrainer:
             phis = [{k: v.detach() for k, v in p.items()}
                     for p in adapt_all(self.policy, theta, alpha, pre_batches, cfg.inner_steps, create_graph=False)]
             episodes = cfg.rollouts_per_task if cfg.name == "maml" else cfg.dagger.rollouts_per_task
-            post = self._collect(tasks, phis, episodes, 4, "post-update rollouts")
+            post = self._collect(tasks, phis, episodes, 4, "post-update rollouts",
+                                 "meta_post" if cfg.name == "maml" else "dagger")
             metrics.update({f"post/{k}": v for k, v in post.summary().items()})
             if cfg.name == "maml":
                 post_batches = split_by_task(self.policy, post, phis, cfg.gamma, cfg.baseline)
@@ -312,6 +342,9 @@ class MetaTrainer:
             seed=iteration_seed(self.cfg.seed, self.iteration, 5),
         )
         pre, post = result.rows[0], result.rows[-1]
+        per_eval = len(self.eval_tasks) * int(self.cfg.train.get("eval_episodes", 1))
+        self._count("eval", post["episodes"], self.family.horizon, collects=steps)  # the adaptation rollouts
+        self._count("eval", len(result.rows) * per_eval, self.family.horizon, collects=len(result.rows) if per_eval else 0)
         return {"eval/success_pre": pre["success"], "eval/success_post": post["success"], "eval/return_post": post["return"],
                 "eval/success_pre_low": pre["success_wilson_low"], "eval/success_pre_high": pre["success_wilson_high"],
                 "eval/success_post_low": post["success_wilson_low"], "eval/success_post_high": post["success_wilson_high"]}
@@ -325,6 +358,7 @@ class MetaTrainer:
             "optimizer": self.optimizer.state_dict(),
             "iteration": self.iteration,
             "env_episodes": self.env_episodes,
+            "env_steps": {**self.env_steps, "sampler_padding": self.padding_steps},
             "algo": self.cfg.algo.name,
             "env_args": self.family.env_args(),
             "config_yaml": OmegaConf.to_yaml(self.cfg, resolve=True),
@@ -347,6 +381,9 @@ class MetaTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
         self.env_episodes = int(state["env_episodes"])
+        steps = {k: int(v) for k, v in state.get("env_steps", {}).items()}
+        self.padding_steps = steps.pop("sampler_padding", 0)
+        self.env_steps.update(steps)
         if state["buffer"]:
             self.buffer = ExpertBuffer.from_state_dict(state["buffer"])
 
@@ -373,6 +410,7 @@ class MetaTrainer:
             metrics["time/iteration_s"] = time.perf_counter() - start
             if tcfg.eval_every and (self.iteration % tcfg.eval_every == 0 or self.iteration == tcfg.iterations):
                 metrics.update(self.evaluate())
+            metrics.update(self.step_metrics())
             logger.log(metrics, step=self.iteration)
             if self.iteration % tcfg.checkpoint_every == 0 or self.iteration == tcfg.iterations:
                 self.save()
