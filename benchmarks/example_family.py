@@ -47,11 +47,13 @@ def main() -> int:
         trainer = train(load_config(["+experiment=reach_cpu", "wandb.mode=disabled", "torch_threads=1",
                                      f"run_dir={run}", *args.overrides]))
         train_s = time.perf_counter() - start
-        cfg = load_config(["wandb.mode=disabled", "torch_threads=1", f"adapt.checkpoint={run}/checkpoints/last.pt",
-                           f"adapt.eval_episodes={args.eval_episodes}", f"adapt.num_tasks={args.tasks}",
-                           f"adapt.steps={args.steps}", "adapt.rollouts_per_task=20", "adapt.control=true",
-                           f"run_dir={run}/adapt"])
-        results = adapt(cfg)
+        # named as overrides, so they win over the checkpoint's experiment even where they equal the defaults
+        overrides = ["wandb.mode=disabled", "torch_threads=1", f"adapt.checkpoint={run}/checkpoints/last.pt",
+                     f"adapt.eval_episodes={args.eval_episodes}", f"adapt.num_tasks={args.tasks}",
+                     f"adapt.steps={args.steps}", "adapt.rollouts_per_task=20", "adapt.control=true",
+                     f"run_dir={run}/adapt"]
+        cfg = load_config(overrides)
+        results = adapt(cfg, overrides=overrides)
         n = int(cfg.adapt.num_tasks) * args.eval_episodes
     print(f"\nreach (examples/reach_family): GMPS, {trainer.iteration} meta-iterations, {trainer.env_episodes} "
           f"training episodes, {train_s / 60:.1f} min training; {cfg.adapt.num_tasks} held-out tasks x "

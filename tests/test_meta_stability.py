@@ -31,8 +31,8 @@ CASES = {
 
 
 def package_default_guards() -> list[str]:
-    """The warm-start guards as configs/algo/gmps.yaml sets them. push_cpu turns them off for the tuned
-    main job (they cost its adaptation gain, benchmarks/README.md); this test checks the package default."""
+    """The warm-start guards as configs/algo/gmps.yaml sets them, named explicitly so the test keeps checking
+    the package default even if an experiment file overrides them."""
     algo = load_config([]).algo
     return [f"algo.{k}={algo[k]}" for k in ("inner_step_calibration", "pre_update_bc_weight", "outer_lr_warmup")]
 
