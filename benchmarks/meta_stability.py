@@ -61,13 +61,13 @@ def run(family: str, variant: str, iterations: int | None, extra: list[str], ful
         os.environ["VGMPS_CONFIG_PATH"] = str(vgmps_reach.CONFIG_DIR)
     size = [EXPERIMENTS[family]] if full else FAMILIES[family]
     length = [f"train.iterations={iterations}"] if iterations else []
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = str(keep / f"{family}-{variant}") if keep else tmp
-        cfg = load_config([*COMMON, *size, *VARIANTS[variant], *length, f"run_dir={tmp}", *extra])
+    with tempfile.TemporaryDirectory() as scratch:
+        run_dir = str(keep / f"{family}-{variant}") if keep else scratch
+        cfg = load_config([*COMMON, *size, *VARIANTS[variant], *length, f"run_dir={run_dir}", *extra])
         trainer = train(cfg)
         episodes = len(trainer.train_tasks) * int(cfg.algo.rollouts_per_task)
-        rows = [json.loads(line) for line in (Path(tmp) / "train_metrics.jsonl").read_text().splitlines()]
-        adapted = adapt_rows(tmp, family, variant, adapt_tasks, eval_episodes, extra) if adapt_tasks else []
+        rows = [json.loads(line) for line in (Path(run_dir) / "train_metrics.jsonl").read_text().splitlines()]
+        adapted = adapt_rows(run_dir, family, variant, adapt_tasks, eval_episodes, extra) if adapt_tasks else []
     calibration = next((r["step_size_calibration"] for r in rows if "step_size_calibration" in r), 1.0)
     rows = [r for r in rows if "pre/success" in r]
     return [{"family": family, "variant": variant, "after_meta_iterations": i, "success": r["pre/success"],
