@@ -58,6 +58,12 @@ CASES: list[tuple[str, list[str]]] = [
     ("validate a damaged file", ["demos", "validate", "data/damaged.hdf5"]),
     ("validate a file another process has open", ["demos", "validate", "data/busy.hdf5"]),
     ("info on a missing file", ["demos", "info", "data/missing.hdf5"]),
+    ("train from a folder that is not an expert zoo", ["train", *TINY, "run_dir=runs/fromzoo", "algo.expert.source=zoo",
+                                                       "algo.expert.zoo=data"]),
+    ("list a folder that is not an expert zoo", ["experts", "list", "zoo=data"]),
+    ("train experts into an existing zoo", ["experts", "train", "env.tasks.train=2", "steps=10", "zoo=zoos/point"]),
+    ("an unknown door gripper mode", ["train", "env=door", "env.kwargs.start=ready", "env.kwargs.gripper=open"]),
+    ("door's closed gripper without the ready start", ["train", "env=door", "env.kwargs.gripper=closed"]),
 ]
 
 SETUP = """
@@ -74,6 +80,9 @@ with h5py.File("data/damaged.hdf5", "a") as f:
     f["data/demo_0/dones"][0] = 7
     f["data/demo_1"].attrs["task"] = "{not json"
     del f["data/demo_2/next_obs/proprio"]
+import pathlib
+pathlib.Path("zoos/point").mkdir(parents=True)
+pathlib.Path("zoos/point/zoo.json").write_text("{}")  # a zoo someone already has
 """
 LOG_LINE = re.compile(r"^\[\d\d:\d\d:\d\d [\w.]+\]")
 

@@ -14,7 +14,10 @@ of the target, else 0; an episode succeeds if it ends within tolerance.
 ``info["dense_reward"]`` = -|hinge - target| (rad) - 0.5 |eef - handle| (m);
 ``info["angle_error"]`` = |hinge - target| in degrees.
 Action: [dx, dy, dz, gripper] in [-1, 1]: end-effector delta (x ``max_delta`` metres)
-and gripper (-1 open, +1 closed). Horizon 100 control steps at 20 Hz.
+and gripper (-1 open, +1 closed). Horizon 100 control steps at 20 Hz. ``gripper="closed"``
+holds the gripper closed and drops the gripper from the action ([dx, dy, dz], as push does):
+with the ready start the fingers close on the bar in the first steps, so an exploring policy
+cannot let go of the handle, and every action dimension moves the door.
 
 Starts: ``start="home"`` (default) is robosuite's arm pose, well away from the door: the
 policy must find, straddle and grip the bar before it can turn it. ``start="ready"`` puts
@@ -41,6 +44,7 @@ DOOR_OFFSET = (0.23, -0.20)  # door placement relative to robosuite's Door table
 DOOR_ROTATION = -np.pi / 2.0
 HANDLE_REACH = 0.15  # handle bar axis in front of the door panel's mid-plane, metres (robosuite: 0.10)
 HANDLE_RADIUS, HANDLE_HALF_LENGTH = 0.015, 0.07  # vertical pull bar, metres
+GRIPPERS = ("policy", "closed")  # policy: the 4th action dimension drives the gripper; closed: held closed, 3-d action
 STARTS = ("home", "ready")  # home: robosuite's arm pose; ready: open hand at the grasp point over the bar
 GRASP_HEIGHT = 0.05  # ready start: end effector this far above the handle's centre (the expert's grasp point)
 
@@ -48,6 +52,11 @@ GRASP_HEIGHT = 0.05  # ready start: end effector this far above the handle's cen
 def check_start(start: str) -> None:
     if start not in STARTS:
         raise ValueError(f"unknown door start {start!r}; use one of {STARTS}")
+
+
+def check_gripper(gripper: str) -> None:
+    if gripper not in GRIPPERS:
+        raise ValueError(f"unknown door gripper mode {gripper!r}; use one of {GRIPPERS}")
 
 
 def _door_suite_class():
@@ -127,9 +136,13 @@ class DoorEnv(RobosuiteTaskEnv):
         max_hinge_deg: float = 90.0,
         start: str = "home",
         start_noise: float = 0.005,
+        gripper: str = "policy",
         **kwargs: Any,
     ) -> None:
         check_start(start)
+        check_gripper(gripper)
+        self.gripper = gripper
+        self.action_dim = 4 if gripper == "policy" else 3
         self.start = start
         self.start_noise = float(start_noise)
         self.tolerance = float(np.deg2rad(tolerance_deg))
@@ -188,7 +201,7 @@ class DoorEnv(RobosuiteTaskEnv):
         return {"angle_error": float(np.rad2deg(abs(float(state["hinge_angle"][0]) - self.target_angle)))}
 
     def _grip_command(self, action: np.ndarray) -> float:
-        return float(action[3])
+        return float(action[3]) if self.gripper == "policy" else 1.0
 
     def _workspace(self) -> tuple[np.ndarray, np.ndarray]:
         return np.array([-0.45, -0.60, 0.82]), np.array([0.30, 0.40, 1.40])
@@ -220,10 +233,15 @@ class DoorFamily(RobosuiteFamily):
         camera: str = "sideview",
         start: str = "home",
         start_noise: float = 0.005,
+        gripper: str = "policy",
         **kwargs: Any,
     ) -> None:
         super().__init__(horizon=horizon, camera=camera, **kwargs)
         check_start(start)
+        check_gripper(gripper)
+        if gripper == "closed" and start != "ready":
+            raise ValueError("door gripper='closed' needs start='ready' (the hand must start at the handle to hold it)")
+        self.gripper = gripper
         self.start = start
         self.start_noise = float(start_noise)
         lo, hi = float(angle_range_deg[0]), float(angle_range_deg[1])
@@ -246,8 +264,12 @@ class DoorFamily(RobosuiteFamily):
             max_hinge_deg=self.max_hinge_deg,
             start=self.start,
             start_noise=self.start_noise,
+            gripper=self.gripper,
             **self._env_kwargs(),
         )
+
+    def expert_kwargs(self) -> dict[str, Any]:
+        return {**super().expert_kwargs(), "gripper": self.gripper}
 
     def goal_achieved(self, state: dict[str, np.ndarray]) -> np.ndarray:
         return np.asarray(state["hinge_angle"], np.float32)
@@ -267,4 +289,5 @@ class DoorFamily(RobosuiteFamily):
             "max_hinge_deg": self.max_hinge_deg,
             "start": self.start,
             "start_noise": self.start_noise,
+            "gripper": self.gripper,
         }

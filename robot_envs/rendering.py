@@ -6,7 +6,7 @@ calls it at import). Workers started by the vector env inherit the choice throug
 the environment variable.
 
 ``FastCamera`` is the default image path. Where a robosuite env step with camera
-observations spends its time (measured in benchmarks/README.md): software GL drawing
+observations spends its time (measured in benchmarks/env_speed.md): software GL drawing
 ~168k triangles of visual meshes (geom group 1) with shadows and reflections. The
 fast camera draws collision geometry (~15k triangles) for the bodies with heavy visual
 meshes (as convex hulls) and the plain visual primitives of the rest

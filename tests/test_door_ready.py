@@ -64,3 +64,25 @@ def test_door_main_job_trains_adapts_and_writes_the_report(tmp_path):
     assert "final_angle_error" in report
     assert (tmp_path / "adapt" / "task0_before_after.mp4").stat().st_size > 0
     assert (tmp_path / "adapt" / "after_adaptation_sheet.png").stat().st_size > 0
+
+
+def test_closed_gripper_holds_the_handle_with_a_3d_action_and_the_expert_still_opens_to_the_target():
+    family = make_family("door", start="ready", gripper="closed", image_size=(16, 16), horizon=60)
+    expert = expert_for(family)
+    env = family.make_env(family.sample("test", 1, 0)[0])
+    try:
+        assert env.action_space.shape == (3,)
+        _, info = env.reset(seed=0)
+        for _ in range(family.horizon):
+            action = expert.act(info["state"])
+            assert action.shape == (3,)
+            _, _, _, _, info = env.step(action)
+        assert info["angle_error"] <= family.tolerance_deg
+        fingers = float(np.abs(info["state"]["gripper_qpos"]).sum())
+        assert 0.012 < fingers < 0.06, f"fingers not closed on the 3 cm bar: gap {fingers:.3f} m"
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="unknown door gripper mode 'open'"):
+        make_family("door", start="ready", gripper="open")
+    with pytest.raises(ValueError, match="needs start='ready'"):
+        make_family("door", start="home", gripper="closed")

@@ -3,7 +3,7 @@
 Iteration 1's pre-update rollouts are collected right after BC, iteration k+1's after k
 meta-updates with push's aggressive schedule (30 outer Adam steps): after one and two updates
 training success may be below its value after BC by noise only. Without the defaults' guards (algo.inner_step_calibration) the example family lost
-most of its warm start here (benchmarks/README.md, "Keeping the BC warm start").
+most of its warm start here (benchmarks/meta_stability.md).
 """
 
 from __future__ import annotations

@@ -144,6 +144,20 @@ def test_existing_zoo_is_not_overwritten(goal_zoo, point):
         train_zoo(goal_zoo, "goal", "point", {}, point.sample("train", 2, 0), steps=10)
 
 
+def test_experts_list_and_eval_take_the_folder_either_way_and_refuse_bad_input(goal_zoo, tmp_path, capsys):
+    from vision_gmps.cli import main
+
+    assert main(["experts", "list", str(goal_zoo)]) == 0
+    listed = capsys.readouterr().out
+    assert main(["experts", "list", f"zoo={goal_zoo}"]) == 0  # train spells it zoo=PATH: list accepts that too
+    assert capsys.readouterr().out == listed and "goal" in listed
+    assert main(["experts", "list", f"zoo={tmp_path}"]) != 0
+    err = capsys.readouterr().err
+    assert "no zoo.json" in err and f"vgmps experts train zoo={tmp_path}`" in err
+    assert main(["experts", "eval", str(goal_zoo), "--episodes", "0"]) == 2
+    assert "--episodes must be >= 1" in capsys.readouterr().err
+
+
 def test_collect_source_experts_writes_a_valid_demo_file(goal_zoo, tmp_path):
     from demos.cli import demos_main
     from vision_gmps.cli import main

@@ -7,6 +7,7 @@ experts' success from the saved weights (the zoo's own loader: tensors only).
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -87,6 +88,18 @@ def eval_cmd(zoo: str, episodes: int) -> int:
     return 0
 
 
+def _folder_args(action: str, rest: list[str]) -> argparse.Namespace:
+    """``list ZOO`` / ``eval ZOO [--episodes N]``; ``zoo=ZOO`` is accepted too, as ``train`` spells it."""
+    parser = argparse.ArgumentParser(prog=f"vgmps experts {action}", add_help=False)
+    parser.add_argument("zoo", help="an expert zoo folder")
+    if action == "eval":
+        parser.add_argument("--episodes", type=int, default=10, help="episodes per task (default 10)")
+    args = parser.parse_args([a.removeprefix("zoo=") for a in rest])
+    if action == "eval" and args.episodes < 1:
+        parser.error(f"--episodes must be >= 1, got {args.episodes}")
+    return args
+
+
 def experts_main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -100,12 +113,12 @@ def experts_main(argv: list[str]) -> int:
     if action == "train":
         return train_cmd(rest)
     if action in ("list", "eval") and rest:
+        args = _folder_args(action, rest)
         if action == "list":
             from demos.rl.zoo import read_zoo
 
-            _print_rows(read_zoo(Path(rest[0])))
+            _print_rows(read_zoo(Path(args.zoo)))
             return 0
-        episodes = int(rest[rest.index("--episodes") + 1]) if "--episodes" in rest else 10
-        return eval_cmd(rest[0], episodes)
+        return eval_cmd(args.zoo, args.episodes)
     print(f"vgmps experts: error: expected train, list ZOO or eval ZOO, got {' '.join(argv)!r}\n\n{USAGE}", file=sys.stderr)
     return 2

@@ -104,6 +104,7 @@ def summary_text(results: dict[str, AdaptationResult], inner_steps: int = 1) -> 
     first = results[real_modes[0]]
     n_tasks = len(first.first_eval.tasks)
     starts = first.first_eval.num_episodes // n_tasks
+    split = first.first_eval.tasks[0].split  # test for the tables; valid when choosing settings
     parts = []
     for mode in real_modes:
         rows = protocol_rows(results[mode].rows, results[mode].per_task_success)
@@ -138,11 +139,11 @@ def summary_text(results: dict[str, AdaptationResult], inner_steps: int = 1) -> 
             parts.append("The control gained as much as the real adaptation: this run gives no evidence that the "
                          "policy adapts to the hidden goal from reward.")
     parts.append(
-        f"Every rate is over {n_tasks} held-out (test-split) tasks x {starts} evaluation start(s) "
+        f"Every rate is over {n_tasks} held-out ({split}-split) tasks x {starts} evaluation start(s) "
         f"({n_tasks * starts} deterministic episodes, one task = {1 / n_tasks:.0%} of the bootstrap). "
         "The Wilson interval treats the episodes as independent; the starts of one task are correlated, so the "
         "bootstrap over tasks is the more honest of the two. What the run does not show: variation between "
-        "training seeds (this is one seed; benchmarks/README.md has the seed tables), and settings in "
+        "training seeds (this is one seed; benchmarks/adaptation.md has the seed tables), and settings in "
         "configs/experiment were chosen on earlier runs that looked at the test split (the learning curve below "
         "uses the separate validation split)."
     )

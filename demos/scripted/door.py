@@ -18,6 +18,8 @@ fingers always close along world y; the handle is a vertical bar on a swivel (se
 ``robot_envs.door``), so the grip stays the same from 0 to 90 degrees. Tuned against the
 fast servo controller, whose damped IK leaves a steady error of ~1-2 cm at unit gain: the
 gain rises to ``fine_gain`` (``hold_gain`` while holding) within ``fine_radius`` of the target.
+With ``gripper="closed"`` (the env holds the gripper closed) the expert drops its gripper
+command and acts in [dx, dy, dz].
 """
 
 from __future__ import annotations
@@ -44,7 +46,11 @@ class DoorExpert(ScriptedExpert):
         fine_gain: float = 2.5,
         fine_radius: float = 0.03,
         hold_gain: float = 2.5,
+        gripper: str = "policy",
     ) -> None:
+        if gripper not in ("policy", "closed"):
+            raise ValueError(f"unknown door gripper mode {gripper!r}; use 'policy' or 'closed'")
+        self.gripper = gripper
         self.max_delta = max_delta
         self.grasp_height = grasp_height  # eef above the handle centre: pads ~1.5 cm below the bar's top
         self.grasp_xy_tol = grasp_xy_tol
@@ -107,4 +113,6 @@ class DoorExpert(ScriptedExpert):
         fine = self.hold_gain if holding else self.fine_gain
         gain = self.gain + blend * (fine - self.gain)
         move = np.clip(gain * delta / self.max_delta, -1.0, 1.0)
+        if self.gripper == "closed":
+            return move.astype(np.float32)
         return np.array([*move, grip], dtype=np.float32)
