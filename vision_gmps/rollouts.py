@@ -1,11 +1,12 @@
 """Collect fixed-length episodes for many (task, parameters) pairs at once.
 
-Envs run in a gymnasium vector env (in-process or subprocess workers); each
-wave of ``num_envs`` episodes is stepped in lockstep so the policy forward is
-one batched call per control step. Episodes are ordered task-major
-(all episodes of task 0, then task 1, ...) and each gets its own seed derived
-from ``(seed, episode index)``, so results do not depend on ``num_envs``'s
-wave boundaries for the envs, and are reproducible for the same seed.
+Episodes are ordered task-major (all episodes of task 0, then task 1, ...) and cut into
+waves of ``num_envs``. A wave is stepped in lockstep so the policy forward is one batched
+call per control step, and it is a pure function of its jobs, its episode seeds
+(``(seed, episode index)``) and its wave seed (``(seed, wave index)``, which reseeds the
+acting function's noise): so waves can run in any order and anywhere (in this process, in
+worker processes, or on Ray actors that hold the policy and send back whole episodes), and
+the batch is the same for the same seed and ``num_envs`` whichever backend ran it.
 """
 
 from __future__ import annotations
@@ -70,6 +71,21 @@ def episode_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
+def wave_seed(seed: int, wave: int) -> int:
+    """Seed of one wave's acting noise: independent of every other wave, so waves run in any order."""
+    return int(np.random.SeedSequence([seed, wave, 0x5A3E]).generate_state(1)[0])
+
+
+@dataclass
+class Wave:
+    """One wave's work: ``jobs`` (task index, task) padded to ``num_envs``, their episode seeds, how many to keep."""
+
+    jobs: list[tuple[int, Task]]
+    seeds: list[int]
+    keep: int
+    seed: int  # reseeds the acting function (``act.reseed``) at the wave's start
+
+
 class Sampler:
     """Owns a vector env for one family; collects batches of episodes with any acting function."""
 
@@ -77,8 +93,15 @@ class Sampler:
         """``options`` go to the backend (``vision_gmps.sampling.make_vector_env``): workers, timeout_s, ray_address."""
         self.family = family
         self.num_envs = num_envs
-        self.vec = make_vector_env(family, num_envs, backend, **options)
         self.horizon = family.horizon
+        self.vec, self.remote = None, None
+        if backend == "ray":  # actors hold the policy and return whole waves: nothing steps here
+            from vision_gmps.sampling.ray_waves import RayWaveRunner
+
+            self.remote = RayWaveRunner(family, num_envs, options.get("workers", 2), options.get("timeout_s", 120.0),
+                                        address=options.get("ray_address"))
+        else:
+            self.vec = make_vector_env(family, num_envs, backend, **options)
 
     @classmethod
     def from_config(cls, family: TaskFamily, cfg) -> "Sampler":
@@ -88,7 +111,7 @@ class Sampler:
                    timeout_s=cfg.get("timeout_s", 120.0), ray_address=ray.get("address"))
 
     def close(self) -> None:
-        self.vec.close()
+        (self.remote or self.vec).close()
 
     def collect(
         self,
@@ -101,16 +124,21 @@ class Sampler:
         jobs = [(i, task) for i, task in enumerate(tasks) for _ in range(episodes_per_task)]
         if not jobs:
             raise ValueError("nothing to collect: no tasks or zero episodes per task")
-        waves = [jobs[k : k + self.num_envs] for k in range(0, len(jobs), self.num_envs)]
-        parts: list[dict] = []
-        bar = tqdm(total=len(jobs), desc=progress, unit="ep", leave=False, disable=progress is None)
-        for w, wave in enumerate(waves):
+        waves = []
+        for w, k in enumerate(range(0, len(jobs), self.num_envs)):
+            wave = jobs[k : k + self.num_envs]
             # Pad the last wave by repeating its first job; the padding is stepped and dropped.
             padded = wave + [wave[0]] * (self.num_envs - len(wave))
-            first = w * self.num_envs
-            seeds = [episode_seed(seed, first + k) for k in range(self.num_envs)]
-            parts.append(self._run_wave(padded, seeds, act, keep=len(wave)))
-            bar.update(len(wave))
+            seeds = [episode_seed(seed, k + j) for j in range(self.num_envs)]
+            waves.append(Wave(padded, seeds, len(wave), wave_seed(seed, w)))
+        bar = tqdm(total=len(jobs), desc=progress, unit="ep", leave=False, disable=progress is None)
+        if self.remote is not None:
+            parts = self.remote.run_waves(waves, act, on_done=lambda wave: bar.update(wave.keep))
+        else:
+            parts = []
+            for wave in waves:
+                parts.append(run_wave(self.vec, self.horizon, self.family.step_metrics, wave, act))
+                bar.update(wave.keep)
         bar.close()
 
         def cat(key: str):
@@ -133,40 +161,47 @@ class Sampler:
             offsets=cat("offsets"),
         )
 
-    def _run_wave(self, jobs: list[tuple[int, Task]], seeds: list[int], act: ActFn, keep: int) -> dict:
-        """Run one lockstep wave; return [keep, T, ...] arrays (the first ``keep`` envs, padding dropped)."""
-        groups = np.array([i for i, _ in jobs])
-        self.vec.set_attr("task", [task for _, task in jobs])
-        obs, info = self.vec.reset(seed=seeds)
-        offsets = act.start_episodes(groups) if hasattr(act, "start_episodes") else None
-        images, proprio, actions, rewards, success = [], [], [], [], []
-        states: dict[str, list[np.ndarray]] = {k: [] for k in info["state"]}
-        extras: dict[str, list[np.ndarray]] = {k: [] for k in self.family.step_metrics}
-        for _ in range(self.horizon):
-            _check_finite(obs["proprio"], "proprio observation")
-            images.append(obs["image"])
-            proprio.append(obs["proprio"].astype(np.float32))
-            for k in states:
-                states[k].append(np.asarray(info["state"][k]))
-            action = np.asarray(act(obs, info["state"], groups), dtype=np.float32)
-            _check_finite(action, "action")
-            obs, reward, _, _, info = self.vec.step(np.clip(action, -1.0, 1.0))
-            actions.append(action)
-            rewards.append(reward.astype(np.float32))
-            success.append(np.asarray(info["success"], dtype=bool))
-            for k in extras:
-                extras[k].append(np.asarray(info[k], dtype=np.float32))
-        stack = lambda xs: np.stack(xs, axis=1)[:keep]  # noqa: E731  [keep, T, ...]
-        return {
-            "images": stack(images),
-            "proprio": stack(proprio),
-            "actions": stack(actions),
-            "rewards": stack(rewards),
-            "success": stack(success),
-            "states": {k: stack(v) for k, v in states.items()},
-            "extras": {k: stack(v) for k, v in extras.items()},
-            "offsets": None if offsets is None else offsets[:keep],
-        }
+
+def run_wave(vec, horizon: int, step_metrics: tuple[str, ...], wave: Wave, act: ActFn) -> dict:
+    """Run one lockstep wave on ``vec``; return [keep, T, ...] arrays (padding dropped).
+
+    Module-level because Ray actors run it too (``vision_gmps.sampling.ray_waves``).
+    """
+    if hasattr(act, "reseed"):
+        act.reseed(wave.seed)
+    groups = np.array([i for i, _ in wave.jobs])
+    vec.set_attr("task", [task for _, task in wave.jobs])
+    obs, info = vec.reset(seed=wave.seeds)
+    offsets = act.start_episodes(groups) if hasattr(act, "start_episodes") else None
+    images, proprio, actions, rewards, success = [], [], [], [], []
+    states: dict[str, list[np.ndarray]] = {k: [] for k in info["state"]}
+    extras: dict[str, list[np.ndarray]] = {k: [] for k in step_metrics}
+    for _ in range(horizon):
+        _check_finite(obs["proprio"], "proprio observation")
+        images.append(obs["image"])
+        proprio.append(obs["proprio"].astype(np.float32))
+        for k in states:
+            states[k].append(np.asarray(info["state"][k]))
+        action = np.asarray(act(obs, info["state"], groups), dtype=np.float32)
+        _check_finite(action, "action")
+        obs, reward, _, _, info = vec.step(np.clip(action, -1.0, 1.0))
+        actions.append(action)
+        rewards.append(reward.astype(np.float32))
+        success.append(np.asarray(info["success"], dtype=bool))
+        for k in extras:
+            extras[k].append(np.asarray(info[k], dtype=np.float32))
+    keep = wave.keep
+    stack = lambda xs: np.stack(xs, axis=1)[:keep]  # noqa: E731  [keep, T, ...]
+    return {
+        "images": stack(images),
+        "proprio": stack(proprio),
+        "actions": stack(actions),
+        "rewards": stack(rewards),
+        "success": stack(success),
+        "states": {k: stack(v) for k, v in states.items()},
+        "extras": {k: stack(v) for k, v in extras.items()},
+        "offsets": None if offsets is None else offsets[:keep],
+    }
 
 
 def _check_finite(values: np.ndarray, what: str) -> None:
@@ -190,8 +225,13 @@ class PolicyActor:
         self.policy = policy
         self.params_per_group = [{k: v.detach() for k, v in p.items()} for p in params_per_group]
         self.deterministic = deterministic
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.offsets: torch.Tensor | None = None
+
+    def reseed(self, wave_seed: int) -> None:
+        """The sampler calls this at each wave's start: its noise depends on this actor's seed and the wave only."""
+        self.generator.manual_seed(int(np.random.SeedSequence([self.seed, wave_seed]).generate_state(1)[0]))
 
     def start_episodes(self, groups: np.ndarray) -> np.ndarray | None:
         """New episodes in every env: draw each one's action offset (policies with offset exploration)."""
@@ -233,7 +273,11 @@ class ExpertActor:
     def __init__(self, expert, noise: float = 0.0, seed: int = 0) -> None:
         self.expert = expert
         self.noise = noise
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
+
+    def reseed(self, wave_seed: int) -> None:
+        self.rng = np.random.default_rng([self.seed, wave_seed])
 
     def __call__(self, obs: dict[str, np.ndarray], states: dict[str, np.ndarray], groups: np.ndarray) -> np.ndarray:
         actions = self.expert.act_batch(states)

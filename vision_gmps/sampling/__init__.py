@@ -4,11 +4,12 @@
 * ``async``: gymnasium's ``AsyncVectorEnv``, one subprocess per env (kept for comparison).
 * ``parallel``: ``SharedMemoryVectorEnv``, ``workers`` processes each stepping several envs,
   observations in shared memory, the policy batched in the learner (the fast local path).
-* ``ray``: ``RayVectorEnv``, env groups as Ray actors on a local or remote cluster; a dead or
-  hung actor is replaced and its wave replayed.
+* ``ray``: ``RayWaveRunner``, Ray actors on a local or remote cluster that hold the policy and
+  return whole waves of episodes; a dead or hung actor is replaced and its wave run again.
+  The ``Sampler`` builds it itself (it is not a vector env: nothing steps in the learner).
 
-All four give identical episodes for the same seeds. This module imports no backend until
-it is asked for, so ``ray`` stays optional.
+All four give identical episodes for the same seed and ``num_envs``. This module imports no
+backend until it is asked for, so ``ray`` stays optional.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def make_vector_env(
     timeout_s: float = 120.0,
     ray_address: str | None = None,
 ) -> Any:
-    """A vector env with the ``set_attr``/``reset``/``step``/``close`` subset the ``Sampler`` uses."""
+    """A local vector env with the ``set_attr``/``reset``/``step``/``close`` subset the ``Sampler`` uses."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown sampler.backend {backend!r}; use one of {BACKENDS}")
     if num_envs < 1:
@@ -41,6 +42,5 @@ def make_vector_env(
         from vision_gmps.sampling.shm_vector import SharedMemoryVectorEnv
 
         return SharedMemoryVectorEnv(family, num_envs, workers, timeout_s)
-    from vision_gmps.sampling.ray_vector import RayVectorEnv
-
-    return RayVectorEnv(family, num_envs, workers, timeout_s, address=ray_address)
+    raise ValueError("sampler.backend=ray runs whole waves on Ray actors, not a local vector env: "
+                     "use vision_gmps.rollouts.Sampler, which builds it")
