@@ -182,6 +182,9 @@ def main() -> None:
 
     import ray
 
+    from vision_gmps.sampling.ray_waves import use_full_priority
+
+    use_full_priority()  # actors at normal priority, as the sampler's own Ray runs them
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         backends = [("sync", 1), ("parallel", 1), ("parallel", 2), ("ray", 1), ("ray", 2)]

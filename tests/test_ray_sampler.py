@@ -16,6 +16,7 @@ import torch
 from tests.helpers import tiny_policy
 from tests.test_parallel_sampler import NUM_ENVS, assert_same_episodes, collect, family, reference  # noqa: F401
 from vision_gmps.rollouts import PolicyActor, Sampler
+from vision_gmps.sampling.ray_waves import use_full_priority
 from vision_gmps.sampling.shm_vector import SamplerWorkerError
 
 ray = pytest.importorskip("ray")
@@ -24,6 +25,7 @@ ray = pytest.importorskip("ray")
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
     # 3 logical CPUs on the 2 cores: the shared 2-actor sampler and a 1-actor one at the same time
+    use_full_priority()  # actors at normal priority, as the sampler's own Ray runs them
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
