@@ -276,7 +276,8 @@ def test_deploy_on_the_simulator_reproduces_vgmps_adapt_exactly(checkpoint, tmp_
     for a, b in zip(simulated.final_params, deployed.final_params):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     meta = load_checkpoint(checkpoint)["policy"]
-    assert all(any(not torch.equal(meta[k], v) for k, v in p.items()) for p in deployed.final_params)  # it adapted
+    # not a trivial match: parameters moved (a task whose 3 sparse-reward rollouts all failed gets no gradient)
+    assert any(any(not torch.equal(meta[k], v) for k, v in p.items()) for p in deployed.final_params)
     for row_a, row_b in zip(simulated.rows, deployed.rows):
         assert {k: row_a[k] for k in ("step", "success", "return", "episodes")} == \
                {k: row_b[k] for k in ("step", "success", "return", "episodes")}

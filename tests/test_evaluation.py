@@ -142,8 +142,8 @@ def test_shuffled_control_is_the_same_routine_with_other_tasks_rewards(monkeypat
     monkeypatch.setattr(sampler, "collect", spy_collect)
     monkeypatch.setattr(adaptation, "split_by_task", spy_split)
     try:
-        real = adaptation.run_adaptation(policy, step_sizes, sampler, tasks, 1, 3, eval_episodes=2)
-        control = adaptation.run_adaptation(policy, step_sizes, sampler, tasks, 1, 3, eval_episodes=2, shuffle_rewards=True)
+        real = adaptation.run_adaptation(policy, step_sizes, sampler, tasks, 1, 20, eval_episodes=2)
+        control = adaptation.run_adaptation(policy, step_sizes, sampler, tasks, 1, 20, eval_episodes=2, shuffle_rewards=True)
     finally:
         sampler.close()
     assert real.reward_source is None and control.reward_source is not None

@@ -30,7 +30,7 @@ from robot_envs import Task
 from robot_envs.robots import RobotFault
 from robot_envs.robots.reward import RewardSource
 from robot_envs.robots.safety import SafeRobot, SafetyEvent, WatchdogTripped
-from vision_gmps.rollouts import RolloutBatch, episode_seed
+from vision_gmps.rollouts import RolloutBatch, episode_seed, wave_seed
 
 log = logging.getLogger("vision_gmps")
 RESUME_HINT = "rerun the same command with resume=true to continue from the last finished episode"
@@ -123,6 +123,9 @@ class RobotCollector:
             for j in range(episodes_per_task):
                 slot = i * episodes_per_task + j
                 groups = np.array([i])
+                reseeds = hasattr(act, "reseed")
+                if reseeds:  # one episode per wave: the noise vgmps adapt draws with sampler.num_envs=1
+                    act.reseed(wave_seed(seed, slot))
                 offsets = act.start_episodes(groups) if hasattr(act, "start_episodes") else None
                 sha = params_sha(act.params_per_group[i]) if hasattr(act, "params_per_group") else ""
                 stored = self.finished.get((call, slot))
@@ -132,7 +135,8 @@ class RobotCollector:
                             f"resume: episode for collection {call} slot {slot} in {self.writer.path} ran with other "
                             "parameters than this run computes (another checkpoint, seed or settings?). Use the original "
                             "settings, or a new output= file")
-                    self._advance(act, stored, groups)
+                    if not reseeds:  # a reseeded slot does not depend on earlier slots' draws
+                        self._advance(act, stored, groups)
                     episodes.append(stored)
                     self.display.update(reused=self.display.fields["reused"] + 1)
                     continue
