@@ -1,6 +1,6 @@
-"""A few envs of one family stepped in one process: the unit every parallel backend runs.
+"""A few envs of one family stepped in one process: what each worker of the ``parallel`` backend runs.
 
-Imports only numpy and ``robot_envs`` (never torch), so a worker process or Ray actor
+Imports only numpy and ``robot_envs`` (never torch), so a worker process
 holding envs stays small. Observations and infos are stacked exactly as gymnasium's
 ``SyncVectorEnv`` stacks them (observation-space dtypes, float64 rewards, infos as arrays),
 so a sampler sees the same numbers whichever backend stepped the envs.
@@ -71,7 +71,7 @@ class EnvGroup:
 
 
 class SplitVectorEnv:
-    """What the worker-based vector envs share: ``num_envs`` envs in contiguous slices, one per worker."""
+    """``num_envs`` envs in contiguous slices, one per worker process (the ``parallel`` backend)."""
 
     def __init__(self, num_envs: int, workers: int) -> None:
         if num_envs < 1:
