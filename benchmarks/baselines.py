@@ -32,6 +32,7 @@ from omegaconf import open_dict
 
 from vision_gmps.adapt import adapt
 from vision_gmps.checkpoint import load_checkpoint
+from vision_gmps.checks import check_settings
 from vision_gmps.config import load_config
 from vision_gmps.evaluation import CONTROL, format_interval, protocol_rows, seed_summary
 from vision_gmps.train import train
@@ -49,10 +50,12 @@ def run_variant(name: str, seed: int, args: argparse.Namespace) -> None:
     cfg = load_config([*VARIANTS[name], f"+experiment={args.experiment}", f"seed={seed}", "wandb.mode=disabled",
                        f"run_dir={out}", *args.overrides])
     last = out / "checkpoints" / "last.pt"
-    env_episodes = int(load_checkpoint(last)["env_episodes"]) if args.adapt_only and last.is_file() else train(cfg).env_episodes
     adapt_cfg = cfg.copy()
     with open_dict(adapt_cfg):
         adapt_cfg.adapt.checkpoint = str(last)
+        # Test tasks are a seeded stream (the first 20 of 50 are the experiment's 20), and training
+        # never draws from that split: the table may use more of them than the experiment's config names.
+        adapt_cfg.env.tasks.test = max(int(adapt_cfg.env.tasks.test), args.tasks)
         adapt_cfg.adapt.num_tasks = args.tasks
         adapt_cfg.adapt.steps = args.steps
         adapt_cfg.adapt.eval_episodes = args.eval_episodes
@@ -60,6 +63,8 @@ def run_variant(name: str, seed: int, args: argparse.Namespace) -> None:
         # BC has no learned step sizes: it is fine-tuned with the fixed one (algo.inner_lr).
         adapt_cfg.adapt.step_size = "fixed" if name == "bc" else "learned"
         adapt_cfg.run_dir = str(out / f"adapt_{args.tasks}x{args.eval_episodes}")
+    check_settings(adapt_cfg, "adapt")  # a bad evaluation setting is refused before the training, not after it
+    env_episodes = int(load_checkpoint(last)["env_episodes"]) if args.adapt_only and last.is_file() else train(cfg).env_episodes
     results = adapt(adapt_cfg)
     summary = {mode: protocol_rows(r.rows, r.per_task_success) for mode, r in results.items()}
     (out / "protocol_summary.json").write_text(json.dumps({"env_episodes": env_episodes, "tasks": args.tasks,

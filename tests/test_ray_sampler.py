@@ -53,6 +53,16 @@ def test_more_workers_than_the_cluster_has_cpus_is_a_clear_error(family):  # noq
         Sampler(family, NUM_ENVS, "ray", workers=4)
 
 
+def test_a_cluster_short_of_cpus_is_waited_for_then_a_clear_error(family, caplog):  # noqa: F811
+    # With ray.address set the cluster may autoscale, so the sampler warns and waits for nodes
+    # instead of refusing; a cluster that never grows ends in an error once an actor cannot start.
+    from vision_gmps.sampling.ray_waves import RayWaveRunner
+
+    with caplog.at_level("WARNING"), pytest.raises(SamplerWorkerError, match=r"did not start.*lower sampler.workers or add nodes"):
+        RayWaveRunner(family, NUM_ENVS, workers=4, address="auto", start_timeout_s=3.0)
+    assert "waiting up to 3 s per actor for the cluster to add nodes" in caplog.text
+
+
 class FaultOnce(PolicyActor):
     """Acts like the policy, but the first actor to reach one control step dies or hangs there.
 

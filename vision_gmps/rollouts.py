@@ -94,6 +94,7 @@ class Sampler:
         self.family = family
         self.num_envs = num_envs
         self.horizon = family.horizon
+        self.backend = backend
         self.vec, self.remote = None, None
         if backend == "ray":  # actors hold the policy and return whole waves: nothing steps here
             from vision_gmps.sampling.ray_waves import RayWaveRunner
@@ -109,6 +110,11 @@ class Sampler:
         ray = cfg.get("ray") or {}
         return cls(family, cfg.num_envs, cfg.backend, workers=cfg.get("workers", 2),
                    timeout_s=cfg.get("timeout_s", 120.0), ray_address=ray.get("address"))
+
+    @property
+    def steps_in_this_process(self) -> bool:
+        """True when the envs live in this process (``sync``): another thread must not step them."""
+        return self.backend == "sync"
 
     def close(self) -> None:
         (self.remote or self.vec).close()

@@ -82,3 +82,19 @@ class RunLogger:
         if self.wandb is not None:
             self.wandb.finish()
             self.wandb = None
+
+
+class NullLogger:
+    """The logger of ranks other than 0 in a data-parallel job: rank 0 writes the metrics and wandb."""
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        pass
+
+    def drop_after(self, step: int) -> None:
+        pass
+
+    def log_artifact(self, path: Path, kind: str = "model") -> None:
+        pass
+
+    def finish(self) -> None:
+        pass

@@ -10,12 +10,20 @@ One meta-iteration:
 
 Every random draw of iteration i is seeded from ``(seed, i)``, so a run
 resumed from a checkpoint repeats exactly what an uninterrupted run does.
+
+The validation check after iteration i (``train.eval_every``) needs only a copy of the
+policy and the sampler, so with ``train.overlap_eval`` it runs in a thread while iteration
+i+1 takes its outer steps (the sampler is otherwise idle then); its metrics row is written
+once it finishes. The rows, checkpoints and parameters are the same as without the overlap.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +35,9 @@ from tqdm.auto import tqdm
 from robot_envs import Task, make_family
 from vision_gmps.adaptation import run_adaptation
 from vision_gmps.checkpoint import CheckpointError, check_compatible, resume_checkpoint, save_checkpoint
+from vision_gmps import distributed
 from vision_gmps.config import ConfigError
+from vision_gmps.distributed import Ranks
 from vision_gmps.expert_data import ExpertBuffer, attach_demo_files
 from vision_gmps.inner import split_by_task
 from vision_gmps.meta import adapt_all, bc_loss, gmps_loss, maml_loss
@@ -49,17 +59,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def iteration_seed(seed: int, iteration: int, phase: int) -> int:
-    return int(np.random.SeedSequence([seed, iteration, phase]).generate_state(1)[0] % (2**31))
+def iteration_seed(seed: int, iteration: int, phase: int, *more: int) -> int:
+    return int(np.random.SeedSequence([seed, iteration, phase, *more]).generate_state(1)[0] % (2**31))
 
 
 class MetaTrainer:
-    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+    def __init__(self, cfg: DictConfig, run_dir: Path, ranks: Ranks = Ranks()) -> None:
+        """``ranks``: this process's place in a data-parallel job (``vision_gmps.distributed``); default one process."""
         if cfg.algo.name not in ALGOS:
             raise ValueError(f"unknown algo {cfg.algo.name!r}; use one of {ALGOS}")
         self.cfg = cfg
         self.run_dir = run_dir
+        self.ranks = ranks
         self.device = resolve_device(cfg.device)
+        if ranks.active and self.device.type == "cuda":
+            self.device = torch.device("cuda", ranks.local_rank)
         if cfg.torch_threads:
             torch.set_num_threads(int(cfg.torch_threads))
         torch.manual_seed(cfg.seed)
@@ -80,6 +94,13 @@ class MetaTrainer:
             groups.append({"params": list(self.step_sizes.parameters()),
                            "lr": cfg.algo.get("step_size_lr") or cfg.algo.outer_lr})
         self.optimizer = torch.optim.Adam(groups, lr=cfg.algo.outer_lr)
+        self.learned = [p for g in groups for p in g["params"]]
+        if ranks.active:
+            batch = cfg.algo.meta_batch_size or len(self.train_tasks)
+            if ranks.world > batch:
+                raise ConfigError(f"{ranks.world} data-parallel ranks, but a meta-batch of {batch} tasks: every rank needs "
+                                  "at least one; use fewer ranks (torchrun --nproc_per_node) or more env.tasks.train")
+            distributed.broadcast_tensors(self.learned)  # the same start on every rank
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]  # before algo.outer_lr_warmup scales them
         self.bc_loss_after_pretrain: float | None = None
         self.iteration = 0
@@ -89,6 +110,7 @@ class MetaTrainer:
         self.padding_steps = 0
         self.expert_steps = {"experts_training": 0, "experts_eval": 0}  # the RL experts' own cost, from the zoo
         self.buffer: ExpertBuffer | None = None
+        self.pending_row: dict[str, float] | None = None  # see save(): a checkpointed row awaiting its check
         self.expert = None
         if cfg.algo.name in ("gmps", "bc"):
             from demos.scripted import expert_for, has_expert
@@ -98,8 +120,9 @@ class MetaTrainer:
                 from demos.rl.zoo import load_zoo_expert
 
                 self.expert = load_zoo_expert(cfg.algo.expert.zoo, self.family, self.train_tasks)
-                self.expert_steps = {"experts_training": int(self.expert.meta["env_steps"]),
-                                     "experts_eval": int(self.expert.meta["eval_env_steps"])}
+                if ranks.is_main:  # counted once in a data-parallel job, where every rank loads the zoo
+                    self.expert_steps = {"experts_training": int(self.expert.meta["env_steps"]),
+                                         "experts_eval": int(self.expert.meta["eval_env_steps"])}
             elif cfg.algo.expert.source == "scripted" or dagger:
                 if not has_expert(self.family):
                     raise ValueError(
@@ -121,19 +144,26 @@ class MetaTrainer:
             held = sum(self.buffer.size(i) for i in range(len(self.train_tasks)))
             attach_demo_files(self.buffer, list(cfg.expert.demo_files), self.family.name, space[:2],
                               self.sampler.vec.single_action_space.shape[0], self.train_tasks)
-            if fresh:  # the recorded demos' steps (one sample per step); a resumed run has counted them already
+            if fresh and self.ranks.is_main:  # the recorded demos' steps (one sample per step, counted once); a resumed run has them
                 self._count("demo_files", sum(self.buffer.size(i) for i in range(len(self.train_tasks))) - held, 1, 0)
         elif fresh:
+            slots = self.ranks.share(list(range(len(self.train_tasks))))  # data-parallel: each rank collects its share
             batch = self.sampler.collect(
-                self.train_tasks,
+                [self.train_tasks[i] for i in slots],
                 cfg.expert.episodes_per_task,
                 ExpertActor(self.expert, cfg.expert.noise, seed=self.cfg.seed),
-                seed=iteration_seed(self.cfg.seed, 0, 6),
+                seed=self._seed(0, 6),
                 progress="expert demos",
             )
             self.env_episodes += batch.num_episodes
             self._count("expert_episodes", batch.num_episodes, batch.actions.shape[1])
-            self.buffer.add_relabelled(batch, self._label(batch), pin=True)
+            self._add_relabelled(batch, self._label(batch), slots, pin=True)
+
+    def _add_relabelled(self, batch: RolloutBatch, labels: np.ndarray, slots: list[int], pin: bool = False) -> None:
+        """Add expert-labelled visits to the buffer; data-parallel: every rank's, so each holds all the data."""
+        parts = distributed.gather((batch, labels, slots), self.ranks) if self.ranks.active else [(batch, labels, slots)]
+        for part_batch, part_labels, part_slots in parts:
+            self.buffer.add_relabelled(part_batch, part_labels, pin=pin, slots=part_slots)
 
     def _count(self, part: str, episodes: int, length: int, collects: int = 1) -> None:
         """Add ``episodes`` used episodes of ``length`` steps, gathered in ``collects`` equal sampler calls."""
@@ -142,10 +172,15 @@ class MetaTrainer:
             self.padding_steps += collects * (-(int(episodes) // collects) % self.sampler.num_envs) * int(length)
 
     def step_metrics(self) -> dict[str, int]:
-        """Every environment step so far, by part and in total, the experts' own training included."""
-        parts = {**self.expert_steps, **self.env_steps}
+        """Every environment step so far, by part and in total, the experts' own training included (all ranks')."""
+        parts = self._mean({**self.expert_steps, **self.env_steps, "sampler_padding": self.padding_steps}, 1.0)
+        padding = parts.pop("sampler_padding")
         return {**{f"steps/{k}": v for k, v in parts.items()}, "steps/total": sum(parts.values()),
-                "steps/sampler_padding": self.padding_steps}
+                "steps/sampler_padding": padding}
+
+    def total_episodes(self) -> int:
+        """Meta-training episodes so far, every rank's."""
+        return self._mean({"episodes": self.env_episodes}, 1.0)["episodes"]
 
     def _label(self, batch: RolloutBatch) -> np.ndarray:
         flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.states.items()}
@@ -168,13 +203,14 @@ class MetaTrainer:
         steps = int(self.cfg.algo.get("pretrain_steps", 0) or 0)
         if steps <= 0:
             return {}
-        rng = np.random.default_rng(iteration_seed(self.cfg.seed, 0, 7))
+        rng = np.random.default_rng(self._seed(0, 7))
         theta = self.policy.params()
-        slots = range(len(self.train_tasks))
+        slots = self.ranks.share(list(range(len(self.train_tasks))))
+        weight = len(slots) / len(self.train_tasks)
         losses = []
         for _ in tqdm(range(steps), desc="BC pre-training", unit="step", leave=False):
             batch = self._expert_batches(slots, rng)
-            losses.append(self._outer_step(lambda: bc_loss(self.policy, theta, batch, self.cfg.algo.imitation_loss)))
+            losses.append(self._outer_step(lambda: bc_loss(self.policy, theta, batch, self.cfg.algo.imitation_loss), weight))
         # Fresh Adam moments for meta-training: the BC steps' statistics belong to another objective.
         self.optimizer.state.clear()
         first, last = float(np.mean(losses[:10])), float(np.mean(losses[-10:]))
@@ -190,26 +226,36 @@ class MetaTrainer:
         rng = np.random.default_rng(iteration_seed(self.cfg.seed, self.iteration, 1))
         return sorted(rng.choice(len(self.train_tasks), size=n, replace=False).tolist())
 
+    def _seed(self, iteration: int, phase: int) -> int:
+        """The seed of one phase of one iteration; each rank of a data-parallel job draws its own."""
+        return iteration_seed(self.cfg.seed, iteration, phase, *((self.ranks.rank,) if self.ranks.active else ()))
+
     def _collect(self, tasks: list[Task], params: list, episodes: int, phase: int, label: str, part: str) -> RolloutBatch:
-        seed = iteration_seed(self.cfg.seed, self.iteration, phase)
+        seed = self._seed(self.iteration, phase)
         batch = self.sampler.collect(tasks, episodes, PolicyActor(self.policy, params, seed=seed), seed=seed, progress=label)
         self.env_episodes += batch.num_episodes
         self._count(part, batch.num_episodes, batch.actions.shape[1])
         return batch
 
-    def _outer_step(self, loss_fn) -> float:
+    def _outer_step(self, loss_fn, weight: float = 1.0) -> float:
+        """One Adam step on ``loss_fn``; ``weight``: this rank's share of the tasks (data-parallel: gradients summed)."""
         self.optimizer.zero_grad(set_to_none=True)
         loss = loss_fn()
-        if not torch.isfinite(loss):
+        if not torch.isfinite(loss):  # checked on every rank before the all-reduce, so none waits on a dead one
             raise FloatingPointError(
                 f"meta-loss became {loss.item()} at iteration {self.iteration}; lower algo.outer_lr or algo.inner_lr"
             )
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(
-            [p for g in self.optimizer.param_groups for p in g["params"]], self.cfg.algo.grad_clip
-        )
+        value = loss.item()
+        if self.ranks.active:
+            value = distributed.all_reduce_gradients(self.learned, weight, value)
+        torch.nn.utils.clip_grad_norm_(self.learned, self.cfg.algo.grad_clip)
         self.optimizer.step()
-        return loss.item()
+        return value
+
+    def _mean(self, metrics: dict[str, float], weight: float) -> dict[str, float]:
+        """Data-parallel: ``metrics`` averaged over ranks by their share of the tasks (ints summed); else unchanged."""
+        return distributed.weighted_mean(metrics, weight) if self.ranks.active else metrics
 
     def _warm_up_outer_lr(self) -> float:
         """Scale the outer learning rate by (i+1)/(k+1) over the first k = ``algo.outer_lr_warmup`` iterations.
@@ -235,7 +281,7 @@ class MetaTrainer:
                         "meta-update is undoing the warm start; raise algo.pre_update_bc_weight or lower algo.outer_lr",
                         self.iteration, loss, loss / self.bc_loss_after_pretrain, self.bc_loss_after_pretrain)
 
-    def _calibrate_step_sizes(self, loss_fn, batch) -> float:
+    def _calibrate_step_sizes(self, loss_fn, batch, weight: float = 1.0) -> float:
         """Halve the step sizes until the adapted policy imitates within ``algo.inner_step_calibration``x the pre-update one.
 
         Run once, at the first meta-iteration. Without it a step size tuned on another family can make
@@ -246,9 +292,10 @@ class MetaTrainer:
         if bound <= 0:
             return 1.0
         pre = float(bc_loss(self.policy, self.policy.params(), batch, self.cfg.algo.imitation_loss).detach())
+        pre = self._mean({"loss": pre}, weight)["loss"]  # every rank decides on the same numbers
         scale = 1.0
         for _ in range(10):
-            post = float(loss_fn(batch).detach())
+            post = self._mean({"loss": float(loss_fn(batch).detach())}, weight)["loss"]
             if post <= bound * pre:
                 break
             with torch.no_grad():
@@ -260,21 +307,26 @@ class MetaTrainer:
                         "pre-update policy's %.4f (algo.inner_step_calibration)", scale, bound, pre)
         return scale
 
-    def train_iteration(self) -> dict[str, float]:
+    def train_iteration(self, before_outer_steps: Callable[[], None] | None = None) -> dict[str, float]:
+        """One meta-iteration; ``before_outer_steps`` is called once the sampler is no longer needed."""
         cfg = self.cfg.algo
-        idx = self._iteration_tasks()
+        learn = before_outer_steps or (lambda: None)
+        every = self._iteration_tasks()
+        idx = self.ranks.share(every)  # data-parallel: this rank's tasks; else all of them
+        weight = len(idx) / len(every)
         tasks = [self.train_tasks[i] for i in idx]
         theta = self.policy.params()
         alpha = self.step_sizes.as_dict()
         metrics: dict[str, float] = {}
         second_order = not cfg.first_order
-        rng = np.random.default_rng(iteration_seed(self.cfg.seed, self.iteration, 2))
+        rng = np.random.default_rng(self._seed(self.iteration, 2))
         expert_batch = lambda: self._expert_batches(idx, rng)  # noqa: E731
 
         if cfg.name == "bc":
-            losses = [self._outer_step(lambda: bc_loss(self.policy, theta, expert_batch(), cfg.imitation_loss))
+            learn()
+            losses = [self._outer_step(lambda: bc_loss(self.policy, theta, expert_batch(), cfg.imitation_loss), weight)
                       for _ in range(cfg.outer_steps)]
-            return {"loss": float(np.mean(losses))}
+            return {"loss": float(np.mean(losses))}  # the losses are every rank's already
 
         pre = self._collect(tasks, [theta] * len(tasks), cfg.rollouts_per_task, 3, "pre-update rollouts", "meta_pre")
         metrics.update({f"pre/{k}": v for k, v in pre.summary().items()})
@@ -292,7 +344,7 @@ class MetaTrainer:
             if cfg.name == "maml":
                 post_batches = split_by_task(self.policy, post, phis, cfg.gamma, cfg.baseline)
             else:
-                self.buffer.add_relabelled(post, self._label(post), slots=idx)
+                self._add_relabelled(post, self._label(post), idx)
                 metrics["dagger/buffer_mean"] = float(np.mean([self.buffer.size(i) for i in idx]))
 
         if cfg.name == "gmps":
@@ -311,27 +363,42 @@ class MetaTrainer:
                 return loss + anchor * bc_loss(self.policy, theta, batch, cfg.imitation_loss) if anchor else loss
 
             if self.iteration == 0 and warm_started:
-                metrics["step_size_calibration"] = self._calibrate_step_sizes(adapted_loss, expert_batch())
+                metrics["step_size_calibration"] = self._calibrate_step_sizes(adapted_loss, expert_batch(), weight)
         else:
             fn = lambda: maml_loss(  # noqa: E731
                 self.policy, theta, alpha, pre_batches, post_batches, cfg.inner_steps, second_order, cfg.clip
             )
         metrics["outer_lr_scale"] = self._warm_up_outer_lr()
-        losses = [self._outer_step(fn) for _ in range(cfg.outer_steps)]
+        learn()
+        losses = [self._outer_step(fn, weight) for _ in range(cfg.outer_steps)]
         if cfg.name == "gmps":
             self._check_imitation_jump(metrics, expert_batch())
         metrics["loss"] = float(np.mean(losses))
         metrics["loss_last"] = losses[-1]
         metrics["step_size_mean"] = float(torch.cat([a.detach().flatten() for a in alpha.values()]).mean())
         metrics["log_std_mean"] = float(self.policy.log_std.detach().mean())
-        return metrics
+        return self._mean(metrics, weight)
 
     # ---------------------------------------------------------------- evaluation
     def evaluate(self, steps: int = 1) -> dict[str, float]:
         """Validation-split adaptation check: success before and after ``steps`` PG steps (not counted as training)."""
+        self._count_evaluation(steps)
+        return self._evaluation(self.policy, self._detached_step_sizes(), self.iteration, steps)
+
+    def _detached_step_sizes(self):
+        return {k: v.detach().clone() for k, v in self.step_sizes.as_dict().items()}
+
+    def _count_evaluation(self, steps: int) -> None:
+        """The check's environment steps, known from the config before it runs (so a deferred check's row is complete)."""
+        tasks, starts = len(self.eval_tasks), int(self.cfg.train.get("eval_episodes", 1))
+        self._count("eval", steps * tasks * self.cfg.algo.rollouts_per_task, self.family.horizon, collects=steps)
+        self._count("eval", (steps + 1) * tasks * starts, self.family.horizon, collects=steps + 1 if starts else 0)
+
+    def _evaluation(self, policy: ConvGaussianPolicy, step_sizes, iteration: int, steps: int = 1) -> dict[str, float]:
+        """The check itself: reads only its arguments, the sampler and the config, so it can run in a thread."""
         result = run_adaptation(
-            self.policy,
-            {k: v.detach() for k, v in self.step_sizes.as_dict().items()},
+            policy,
+            step_sizes,
             self.sampler,
             self.eval_tasks,
             steps,
@@ -339,15 +406,16 @@ class MetaTrainer:
             self.cfg.algo.gamma,
             self.cfg.algo.baseline,
             eval_episodes=int(self.cfg.train.get("eval_episodes", 1)),
-            seed=iteration_seed(self.cfg.seed, self.iteration, 5),
+            seed=iteration_seed(self.cfg.seed, iteration, 5),
         )
         pre, post = result.rows[0], result.rows[-1]
-        per_eval = len(self.eval_tasks) * int(self.cfg.train.get("eval_episodes", 1))
-        self._count("eval", post["episodes"], self.family.horizon, collects=steps)  # the adaptation rollouts
-        self._count("eval", len(result.rows) * per_eval, self.family.horizon, collects=len(result.rows) if per_eval else 0)
         return {"eval/success_pre": pre["success"], "eval/success_post": post["success"], "eval/return_post": post["return"],
                 "eval/success_pre_low": pre["success_wilson_low"], "eval/success_pre_high": pre["success_wilson_high"],
                 "eval/success_post_low": post["success_wilson_low"], "eval/success_post_high": post["success_wilson_high"]}
+
+    def _overlaps_evaluation(self) -> bool:
+        # envs stepped in this process (sampler.backend=sync) must not be stepped from a second thread
+        return bool(self.cfg.train.get("overlap_eval", True)) and not self.sampler.steps_in_this_process
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -357,17 +425,29 @@ class MetaTrainer:
             "step_sizes": self.step_sizes.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "iteration": self.iteration,
-            "env_episodes": self.env_episodes,
-            "env_steps": {**self.env_steps, "sampler_padding": self.padding_steps},
+            # every rank's counts (data-parallel); load() gives them back to rank 0 only
+            "env_episodes": self.total_episodes(),
+            "env_steps": {k.removeprefix("steps/"): v for k, v in self.step_metrics().items()
+                          if k.removeprefix("steps/") in (*STEP_PARTS, "sampler_padding")},
             "algo": self.cfg.algo.name,
             "env_args": self.family.env_args(),
             "config_yaml": OmegaConf.to_yaml(self.cfg, resolve=True),
             "buffer": self.buffer.state_dict() if self.buffer is not None else {},
         }
 
-    def save(self) -> Path:
-        """``last.pt`` and ``iter_<i>.pt``: the same full state (expert buffer included), so either resumes exactly."""
+    def save(self, pending_row: dict[str, float] | None = None) -> Path:
+        """``last.pt`` and ``iter_<i>.pt``: the same full state (expert buffer included), so either resumes exactly.
+
+        ``pending_row``: this iteration's metrics while its validation check still runs (overlapped);
+        a run resumed from here runs the check again and writes the row.
+        """
         state = self.state_dict()
+        if pending_row is not None:
+            state["pending_row"] = dict(pending_row)
+        if self.ranks.active:
+            distributed.check_in_sync(self.learned, "parameters")
+            if not self.ranks.is_main:  # rank 0 writes; every rank holds the same state
+                return self.run_dir / "checkpoints" / "last.pt"
         path = save_checkpoint(self.run_dir / "checkpoints" / "last.pt", state)
         save_checkpoint(self.run_dir / "checkpoints" / f"iter_{self.iteration:05d}.pt", state)
         return path
@@ -384,39 +464,68 @@ class MetaTrainer:
         steps = {k: int(v) for k, v in state.get("env_steps", {}).items()}
         self.padding_steps = steps.pop("sampler_padding", 0)
         self.env_steps.update(steps)
+        if not self.ranks.is_main:  # the counts are all ranks' together: rank 0 carries them on
+            self.env_episodes, self.padding_steps = 0, 0
+            self.env_steps = dict.fromkeys(STEP_PARTS, 0)
         if state["buffer"]:
             self.buffer = ExpertBuffer.from_state_dict(state["buffer"])
+        self.pending_row = dict(state["pending_row"]) if state.get("pending_row") else None
 
     # ---------------------------------------------------------------- main loop
     def run(self, logger: RunLogger, resume: bool = False, resume_from: tuple[Path, dict] | None = None) -> dict[str, float]:
         """Train to ``train.iterations``; ``resume`` continues from ``resume_from`` (default: ``resume_checkpoint``)."""
         tcfg = self.cfg.train
+        self.pending_row = None
         if resume:
             path, state = resume_from or resume_checkpoint(self.run_dir, bool(self.cfg.get("resume_fallback")))
             self.load(path, state)
-            logger.drop_after(self.iteration)  # metrics of iterations the checkpoint does not hold would repeat
+            # metrics of iterations the checkpoint does not hold would repeat; a row whose check was
+            # still running when the checkpoint was written is written again below
+            logger.drop_after(self.iteration - (self.pending_row is not None))
             log.info("resumed from %s at iteration %d", path, self.iteration)
         if self.cfg.algo.name in ("gmps", "bc"):
             self.init_expert_data(fresh=self.buffer is None)
             if self.iteration == 0 and (pretrain := self.pretrain()):
                 logger.log(pretrain, step=0)
+        overlap = self._overlaps_evaluation()
+        # the row of the last iteration whose check runs during this one's outer steps, with what the check needs
+        pending: tuple[dict[str, float], int, ConvGaussianPolicy, dict] | None = None
+        if self.pending_row is not None and self.ranks.is_main:
+            pending = (self.pending_row, self.iteration, copy.deepcopy(self.policy), self._detached_step_sizes())
         metrics: dict[str, float] = {}
         bar = tqdm(total=tcfg.iterations, initial=self.iteration, desc=f"{self.cfg.algo.name} meta-training", unit="it")
-        while self.iteration < tcfg.iterations:
-            start = time.perf_counter()
-            metrics = self.train_iteration()
-            self.iteration += 1
-            metrics["env_episodes"] = self.env_episodes
-            metrics["time/iteration_s"] = time.perf_counter() - start
-            if tcfg.eval_every and (self.iteration % tcfg.eval_every == 0 or self.iteration == tcfg.iterations):
-                metrics.update(self.evaluate())
-            metrics.update(self.step_metrics())
-            logger.log(metrics, step=self.iteration)
-            if self.iteration % tcfg.checkpoint_every == 0 or self.iteration == tcfg.iterations:
-                self.save()
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in ("loss", "pre/success", "post/success", "eval/success_post")})
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation") as pool:
+            while self.iteration < tcfg.iterations:
+                start = time.perf_counter()
+                check: list[Future] = []
+
+                def start_check() -> None:
+                    if pending is not None:
+                        check.append(pool.submit(self._evaluation, pending[2], pending[3], pending[1]))
+
+                metrics = self.train_iteration(before_outer_steps=start_check)
+                if pending is not None:
+                    row, step = pending[0], pending[1]
+                    row.update(check[0].result() if check else self._evaluation(*pending[2:], step))
+                    logger.log(row, step=step)
+                    pending = None
+                self.iteration += 1
+                metrics["env_episodes"] = self.total_episodes()
+                metrics["time/iteration_s"] = time.perf_counter() - start
+                due = (bool(tcfg.eval_every) and self.ranks.is_main  # data-parallel: rank 0 checks, alone
+                       and (self.iteration % tcfg.eval_every == 0 or self.iteration == tcfg.iterations))
+                if due:
+                    self._count_evaluation(1)
+                metrics.update(self.step_metrics())
+                if due and overlap and self.iteration < tcfg.iterations:
+                    pending = (metrics, self.iteration, copy.deepcopy(self.policy), self._detached_step_sizes())
+                else:
+                    if due:
+                        metrics.update(self._evaluation(self.policy, self._detached_step_sizes(), self.iteration))
+                    logger.log(metrics, step=self.iteration)
+                if self.iteration % tcfg.checkpoint_every == 0 or self.iteration == tcfg.iterations:
+                    self.save(pending_row=pending[0] if pending is not None else None)
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in ("loss", "pre/success", "post/success", "eval/success_post")})
         bar.close()
         return metrics
-
-

@@ -25,6 +25,7 @@ listens on a socket.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
@@ -33,6 +34,8 @@ from typing import Any
 
 from robot_envs import TaskFamily
 from vision_gmps.sampling.shm_vector import SamplerWorkerError
+
+log = logging.getLogger(__name__)
 
 
 def use_full_priority() -> None:
@@ -108,8 +111,12 @@ class RayWaveRunner:
         self.restarts = 0  # actors replaced over this runner's life (for logs and tests)
         free = self._free_cpus(workers)
         if free < workers:
-            raise SamplerWorkerError(f"sampler.workers={workers} Ray actors need {workers} CPUs, and Ray has {free:g} free; "
-                                     "lower sampler.workers or add nodes to the cluster")
+            message = f"sampler.workers={workers} Ray actors need {workers} CPUs, and Ray has {free:g} free"
+            if address is None:  # the local Ray we started: no CPU will ever appear, so waiting would hang
+                raise SamplerWorkerError(f"{message}; lower sampler.workers")
+            # A cluster may autoscale: its nodes appear only once actors ask for them. Wait, up to
+            # start_timeout_s per actor, rather than refuse.
+            log.warning("%s now; waiting up to %g s per actor for the cluster to add nodes", message, self.start_timeout_s)
         try:
             for i in range(workers):
                 self.actors[i] = self._start_actor(i)
