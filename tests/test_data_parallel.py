@@ -91,3 +91,8 @@ def test_two_rank_training_job_completes_in_sync_and_counts_every_step(tmp_path)
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert rows[-1]["steps/meta_pre"] == 3 * TASKS * rollouts * horizon
     assert rows[-1]["steps/expert_episodes"] == TASKS * 2 * horizon
+    straight = tmp_path / "straight"  # and continues exactly: the same parameters as 3 iterations in one go
+    _torchrun(straight, "train.iterations=3")
+    resumed, uninterrupted = (load_checkpoint(d / "checkpoints" / "last.pt")["policy"] for d in (run, straight))
+    for name, tensor in uninterrupted.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=1e-5, atol=1e-6)
