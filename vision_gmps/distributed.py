@@ -48,10 +48,12 @@ class Ranks:
         return items[self.rank :: self.world]
 
 
-def init_from_environment(device: torch.device, timeout_s: float = 600.0) -> tuple[Ranks, torch.device]:
+def init_from_environment(device: torch.device, timeout_s: float = 1800.0) -> tuple[Ranks, torch.device]:
     """Join the ``torchrun`` job named by its environment variables; without them, one rank.
 
     ``device`` is the configured one; with CUDA each rank takes ``cuda:<LOCAL_RANK>``.
+    ``timeout_s`` bounds every collective: long enough for the other ranks to wait while
+    rank 0 runs a validation check in line, short enough that a lost rank ends the job.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
