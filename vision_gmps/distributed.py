@@ -126,6 +126,14 @@ def check_in_sync(tensors: list[torch.Tensor], what: str) -> None:
                            "the data-parallel runs have diverged; rerun on one process to compare")
 
 
-def barrier() -> None:
-    if dist.is_initialized():
+def shutdown(ok: bool) -> None:
+    """Leave the job: after a barrier when this rank finished, at once when it failed.
+
+    A process that exits with the process group still up can abort in gloo's threads
+    ("terminate called without an active exception"), failing a job that succeeded.
+    """
+    if not dist.is_initialized():
+        return
+    if ok:
         dist.barrier()
+    dist.destroy_process_group()

@@ -35,14 +35,18 @@ def train(cfg: DictConfig) -> MetaTrainer:
     log.info("run folder: %s", run_dir)
     trainer = MetaTrainer(cfg, run_dir, ranks)
     logger = RunLogger(run_dir, cfg, "train") if ranks.is_main else NullLogger()
+    ok = False
     try:
         final = trainer.run(logger, resume=bool(cfg.resume), resume_from=resume_from)
-        log.info("done after %d iterations, %d meta-training env episodes: %s", trainer.iteration, trainer.env_episodes,
-                 {k: round(v, 3) for k, v in final.items()})
+        if ranks.is_main:
+            log.info("done after %d iterations, %d meta-training env episodes: %s", trainer.iteration,
+                     final.get("env_episodes", trainer.env_episodes), {k: round(v, 3) for k, v in final.items()})
         logger.log_artifact(run_dir / "checkpoints" / "last.pt")
+        ok = True
     finally:
         logger.finish()
         trainer.sampler.close()
+        distributed.shutdown(ok)
     return trainer
 
 
