@@ -500,7 +500,7 @@ class MetaTrainer:
                 check: list[Future] = []
 
                 def start_check() -> None:
-                    if pending is not None:
+                    if pending is not None and overlap:  # else (a resumed row, sampler now sync) it runs in line below
                         check.append(pool.submit(self._evaluation, pending[2], pending[3], pending[1]))
 
                 metrics = self.train_iteration(before_outer_steps=start_check)
