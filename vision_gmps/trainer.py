@@ -413,6 +413,10 @@ class MetaTrainer:
                 "eval/success_pre_low": pre["success_wilson_low"], "eval/success_pre_high": pre["success_wilson_high"],
                 "eval/success_post_low": post["success_wilson_low"], "eval/success_post_high": post["success_wilson_high"]}
 
+    def _check_snapshot(self, row: dict[str, float]) -> tuple[dict[str, float], int, ConvGaussianPolicy, dict]:
+        """What a deferred check needs: its row, the iteration, and copies of the policy and step sizes now."""
+        return row, self.iteration, copy.deepcopy(self.policy), self._detached_step_sizes()
+
     def _overlaps_evaluation(self) -> bool:
         # envs stepped in this process (sampler.backend=sync) must not be stepped from a second thread
         return bool(self.cfg.train.get("overlap_eval", True)) and not self.sampler.steps_in_this_process
@@ -427,8 +431,7 @@ class MetaTrainer:
             "iteration": self.iteration,
             # every rank's counts (data-parallel); load() gives them back to rank 0 only
             "env_episodes": self.total_episodes(),
-            "env_steps": {k.removeprefix("steps/"): v for k, v in self.step_metrics().items()
-                          if k.removeprefix("steps/") in (*STEP_PARTS, "sampler_padding")},
+            "env_steps": self._mean({**self.env_steps, "sampler_padding": self.padding_steps}, 1.0),
             "algo": self.cfg.algo.name,
             "env_args": self.family.env_args(),
             "config_yaml": OmegaConf.to_yaml(self.cfg, resolve=True),
@@ -491,7 +494,7 @@ class MetaTrainer:
         # the row of the last iteration whose check runs during this one's outer steps, with what the check needs
         pending: tuple[dict[str, float], int, ConvGaussianPolicy, dict] | None = None
         if self.pending_row is not None and self.ranks.is_main:
-            pending = (self.pending_row, self.iteration, copy.deepcopy(self.policy), self._detached_step_sizes())
+            pending = self._check_snapshot(self.pending_row)
         metrics: dict[str, float] = {}
         bar = tqdm(total=tcfg.iterations, initial=self.iteration, desc=f"{self.cfg.algo.name} meta-training", unit="it")
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation") as pool:
@@ -518,7 +521,7 @@ class MetaTrainer:
                     self._count_evaluation(1)
                 metrics.update(self.step_metrics())
                 if due and overlap and self.iteration < tcfg.iterations:
-                    pending = (metrics, self.iteration, copy.deepcopy(self.policy), self._detached_step_sizes())
+                    pending = self._check_snapshot(metrics)
                 else:
                     if due:
                         metrics.update(self._evaluation(self.policy, self._detached_step_sizes(), self.iteration))
