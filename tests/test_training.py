@@ -61,6 +61,26 @@ def test_train_writes_a_checkpoint_that_adapt_consumes(tmp_path, algo):
     assert (tmp_path / "adapt" / "task0_before_after.mp4").stat().st_size > 0
 
 
+def test_learned_step_scale_multiplies_the_first_adaptation_step(tmp_path):
+    """adapt.learned_step_scale=2 moves every adapted parameter exactly twice as far on the same rollouts."""
+    train(_cfg(tmp_path, "train.iterations=1", "env.kwargs.goal_distance=0.35"))  # near goals: some rollouts score
+    ckpt = tmp_path / "checkpoints" / "last.pt"
+    policy, _ = policy_from_checkpoint(load_checkpoint(ckpt))
+    start = {k: v.detach() for k, v in policy.params().items()}
+    moved = {}
+    for scale in (1.0, 2.0):
+        result = adapt(load_config(["wandb.mode=disabled", f"adapt.checkpoint={ckpt}", "adapt.num_tasks=2", "adapt.steps=1",
+                                    "adapt.rollouts_per_task=3", f"adapt.learned_step_scale={scale}",
+                                    f"run_dir={tmp_path / f'adapt{scale}'}"]))["learned"]
+        moved[scale] = [{n: p[n] - start[n] for n in policy.adapted_names} for p in result.final_params]
+    for once, twice in zip(moved[1.0], moved[2.0]):
+        assert any(d.abs().max() > 0 for d in once.values())
+        for n in once:
+            torch.testing.assert_close(twice[n], 2 * once[n])
+    with pytest.raises(ConfigError, match="adapt.learned_step_scale"):
+        adapt(load_config(["wandb.mode=disabled", f"adapt.checkpoint={ckpt}", "adapt.learned_step_scale=0"]))
+
+
 def test_checkpoint_round_trips_bit_exactly_and_loads_without_code(tmp_path):
     trainer = train(_cfg(tmp_path, "train.iterations=1"))
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")

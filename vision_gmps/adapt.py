@@ -79,7 +79,7 @@ def adapt(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Adap
     (run_dir / "adapt_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     fixed = acfg.fixed_step_size if acfg.fixed_step_size is not None else trained.algo.inner_lr
-    modes = {"learned": step_sizes.as_dict(), "fixed": step_sizes.fixed(fixed)}
+    modes = {"learned": step_sizes.as_dict(float(acfg.get("learned_step_scale", 1.0))), "fixed": step_sizes.fixed(fixed)}
     chosen = ["learned", "fixed"] if acfg.step_size == "both" else [acfg.step_size]
     logger = RunLogger(run_dir, cfg, "adapt")
     results: dict[str, AdaptationResult] = {}

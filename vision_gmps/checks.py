@@ -63,6 +63,7 @@ FLOATS: dict[str, tuple[float, float | None, bool]] = {
     "algo.grad_clip": (0.0, None, False),
     "algo.gamma": (0.0, 1.0, False),
     "adapt.fixed_step_size": (0.0, None, True),
+    "adapt.learned_step_scale": (0.0, None, False),
 }
 CHOICES: dict[str, tuple[Any, ...]] = {
     "algo.name": ("gmps", "maml", "bc"),

@@ -186,8 +186,9 @@ class StepSizes(nn.Module):
         """``default``, unless a ``by_prefix`` entry names this parameter (parameters on other scales)."""
         return float(next((v for p, v in self.by_prefix.items() if _matches(name, p)), default))
 
-    def as_dict(self) -> Params:
-        return dict(zip(self.names, self.values))
+    def as_dict(self, scale: float = 1.0) -> Params:
+        """The learned step sizes; ``scale`` multiplies them at meta-test (``adapt.learned_step_scale``)."""
+        return dict(zip(self.names, self.values)) if scale == 1.0 else {n: v * scale for n, v in zip(self.names, self.values)}
 
     def fixed(self, value: float) -> Params:
         """Constant step sizes (the "fixed" ablation at test time, or a baseline with no learned rates)."""

@@ -1,0 +1,80 @@
+"""Choose ``adapt.learned_step_scale`` on the validation split: success after each step, per scale.
+
+Meta-training learns the step sizes for one inner step; at meta-test the same step is taken
+``--steps`` times on fresh rollouts, so a larger or smaller step may suit the test-time
+budget better. This sweeps a multiplier of the learned step sizes over checkpoints (training
+seeds) on the *valid* split, never the test split the tables report, with the same tasks,
+starts and rollout seeds for every scale (``run_adaptation``, the routine `vgmps adapt` runs).
+
+    python benchmarks/step_scale.py runs/bench_push_cpu/gmps_no_dagger/seed{0,1}/checkpoints/last.pt \
+        --scales 1 1.5 2 3 --tasks 20 --json step_scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from robot_envs import make_family
+from vision_gmps.adaptation import run_adaptation
+from vision_gmps.checkpoint import load_checkpoint, policy_from_checkpoint
+from vision_gmps.evaluation import format_interval
+from vision_gmps.rollouts import Sampler
+
+
+def sweep(ckpt: Path, scales: list[float], args: argparse.Namespace) -> dict[float, list[dict]]:
+    state = load_checkpoint(ckpt)
+    cfg = OmegaConf.create(state["config_yaml"])
+    by_prefix = cfg.algo.get("inner_lr_by_param")
+    policy, step_sizes = policy_from_checkpoint(state, OmegaConf.to_container(by_prefix) if by_prefix else None)
+    family = make_family(cfg.env.family, **cfg.env.kwargs)
+    tasks = family.sample("valid", args.tasks, cfg.env.tasks.seed)
+    sampler = Sampler.from_config(family, cfg.sampler)
+    out = {}
+    try:
+        for scale in scales:
+            start = time.perf_counter()
+            sizes = {k: v.detach() for k, v in step_sizes.as_dict(scale).items()}
+            result = run_adaptation(policy, sizes, sampler, tasks, args.steps, args.rollouts, cfg.algo.gamma,
+                                    cfg.algo.baseline, args.eval_episodes, args.seed)
+            out[scale] = result.rows
+            print(f"{ckpt}: scale {scale:g}: " + " -> ".join(f"{r['success']:.2f}" for r in result.rows)
+                  + f" ({time.perf_counter() - start:.0f} s)", flush=True)
+    finally:
+        sampler.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoints", nargs="+", type=Path, help="one meta-trained checkpoint per training seed")
+    parser.add_argument("--scales", nargs="+", type=float, default=[1.0, 2.0])
+    parser.add_argument("--tasks", type=int, default=20, help="valid-split tasks")
+    parser.add_argument("--eval-episodes", type=int, default=2, help="evaluation starts per task")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--rollouts", type=int, default=40, help="rollouts per task per step")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if any(s <= 0 for s in args.scales):
+        parser.error("--scales must all be > 0")
+    torch.set_num_threads(1)  # the sampler's workers take the other cores
+    runs = {str(ckpt): sweep(ckpt, args.scales, args) for ckpt in args.checkpoints}
+    print(f"\nvalid split, {args.tasks} tasks x {args.eval_episodes} starts, {args.steps} steps of {args.rollouts} rollouts; "
+          "success after the last step (Wilson 95%), then the mean over checkpoints:")
+    for scale in args.scales:
+        last = [runs[c][scale][-1] for c in runs]
+        cells = [format_interval(r["success"], (r["success_wilson_low"], r["success_wilson_high"])) for r in last]
+        print(f"  scale {scale:g}: " + ", ".join(cells) + f"; mean {np.mean([r['success'] for r in last]):.3f}")
+    if args.json:
+        args.json.write_text(json.dumps({c: {str(s): rows for s, rows in r.items()} for c, r in runs.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
