@@ -81,8 +81,9 @@ def load_summaries(name: str, args: argparse.Namespace) -> dict[int, dict]:
 
 
 def _mean_sd(values: list[float]) -> str:
+    """Mean ± sd over seeds; one seed has no spread to show, so it prints the value alone."""
     s = seed_summary(values)
-    return f"{s['mean']:.2f} ± {s['std']:.2f}"
+    return f"{s['mean']:.2f} ± {s['std']:.2f}" if s["seeds"] > 1 else f"{s['mean']:.2f}"
 
 
 def table(args: argparse.Namespace) -> str:
