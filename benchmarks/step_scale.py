@@ -31,8 +31,7 @@ from vision_gmps.rollouts import Sampler
 def sweep(ckpt: Path, scales: list[float], args: argparse.Namespace) -> dict[float, list[dict]]:
     state = load_checkpoint(ckpt)
     cfg = OmegaConf.create(state["config_yaml"])
-    by_prefix = cfg.algo.get("inner_lr_by_param")
-    policy, step_sizes = policy_from_checkpoint(state, OmegaConf.to_container(by_prefix) if by_prefix else None)
+    policy, step_sizes = policy_from_checkpoint(state)
     family = make_family(cfg.env.family, **cfg.env.kwargs)
     tasks = family.sample("valid", args.tasks, cfg.env.tasks.seed)
     sampler = Sampler.from_config(family, cfg.sampler)

@@ -55,8 +55,7 @@ def adapt(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Adap
     check_settings(cfg, "adapt")
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
-    by_prefix = trained.algo.get("inner_lr_by_param")
-    policy, step_sizes = policy_from_checkpoint(state, OmegaConf.to_container(by_prefix) if by_prefix else None)
+    policy, step_sizes = policy_from_checkpoint(state)
     check_env_fits(state, ckpt_path, cfg.env.family)
     family = make_family(cfg.env.family, **cfg.env.kwargs)
     check_env_fits(state, ckpt_path, family.name, family.horizon)

@@ -53,8 +53,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def policy_from_checkpoint(state: dict[str, Any], by_prefix: dict[str, float] | None = None) -> tuple[ConvGaussianPolicy, StepSizes]:
-    """The policy and its learned step sizes; ``by_prefix`` (the run's algo.inner_lr_by_param) shapes ``fixed()``."""
+def policy_from_checkpoint(state: dict[str, Any]) -> tuple[ConvGaussianPolicy, StepSizes]:
+    """The policy and its learned step sizes; the run's ``algo.inner_lr_by_param`` shapes ``fixed()``."""
+    by_prefix = OmegaConf.create(state["config_yaml"]).algo.get("inner_lr_by_param")
+    by_prefix = OmegaConf.to_container(by_prefix) if by_prefix else None
     spec = PolicySpec.from_dict(state["policy_spec"])
     policy = ConvGaussianPolicy(spec)
     policy.load_state_dict(state["policy"])

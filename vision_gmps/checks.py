@@ -80,7 +80,7 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -110,7 +110,7 @@ def check_settings(cfg: DictConfig, job: str) -> None:
         value = get(key)
         if value == "<absent>" or (value is None and nullable) or job == "adapt" and key.startswith("algo."):
             continue
-        if not _is_number(value) or value <= low or (high is not None and value > high):
+        if not is_number(value) or value <= low or (high is not None and value > high):
             upper = f" and <= {high}" if high is not None else ""
             problems.append(f"{key}={value}: must be a number > {low}{upper}")
     for key, options in CHOICES.items():
@@ -123,7 +123,7 @@ def check_settings(cfg: DictConfig, job: str) -> None:
         if dims is None or len(dims) != 2 or not all(_is_int(d) and d >= 1 for d in dims):
             problems.append(f"env.kwargs.image_size={_show(size)}: must be [height,width], two integers >= 1")
     noise = get("algo.expert.noise")
-    if job != "adapt" and noise != "<absent>" and (not _is_number(noise) or noise < 0):
+    if job != "adapt" and noise != "<absent>" and (not is_number(noise) or noise < 0):
         problems.append(f"algo.expert.noise={noise}: must be a number >= 0")
     zoo = get("algo.expert.zoo")
     if job != "adapt" and get("algo.expert.source") == "zoo" and not (zoo and (Path(str(zoo)) / "zoo.json").is_file()):

@@ -30,6 +30,7 @@ from robot_envs.robots.reward import DetectorReward, OperatorReward, RewardSourc
 from robot_envs.robots.safety import EStop, SafeRobot, SafetyLimits
 from vision_gmps.adapt import markdown_table
 from vision_gmps.adaptation import AdaptationResult, run_adaptation
+from vision_gmps.checks import is_number
 from vision_gmps.checkpoint import CheckpointError, load_checkpoint, policy_from_checkpoint
 from vision_gmps.config import ConfigError, load_config
 from vision_gmps.deploy_collector import DeployDisplay, DeployStopped, RobotCollector
@@ -120,15 +121,13 @@ def deploy(cfg: DictConfig) -> AdaptationResult:
         raise ConfigError(f"step_size={cfg.step_size!r}: deploy runs learned or fixed")
     if cfg.steps < 1 or cfg.rollouts_per_task < 1 or cfg.num_tasks < 1:
         raise ConfigError("deploy needs steps >= 1, rollouts_per_task >= 1 and num_tasks >= 1")
-    if not isinstance(cfg.learned_step_scale, (int, float)) or isinstance(cfg.learned_step_scale, bool) \
-            or not cfg.learned_step_scale > 0:
+    if not is_number(cfg.learned_step_scale) or not cfg.learned_step_scale > 0:
         raise ConfigError(f"learned_step_scale={cfg.learned_step_scale!r}: must be a number > 0 (1 = the step sizes as learned)")
     torch.set_num_threads(int(cfg.torch_threads or 1))
     ckpt_path = Path(cfg.checkpoint)
     state = load_checkpoint(ckpt_path)
     trained = OmegaConf.create(state["config_yaml"])
-    by_prefix = trained.algo.get("inner_lr_by_param")
-    policy, step_sizes = policy_from_checkpoint(state, OmegaConf.to_container(by_prefix) if by_prefix else None)
+    policy, step_sizes = policy_from_checkpoint(state)
     fixed = cfg.fixed_step_size if cfg.fixed_step_size is not None else trained.algo.inner_lr
     sizes = step_sizes.as_dict(float(cfg.learned_step_scale)) if cfg.step_size == "learned" else step_sizes.fixed(fixed)
     output = Path(cfg.output) if cfg.output else ckpt_path.parent.parent / "deploy" / "episodes.hdf5"
