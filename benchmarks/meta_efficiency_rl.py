@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from vision_gmps.config import load_config
 from vision_gmps.run_logging import RunLogger
@@ -79,11 +80,12 @@ def train_zoo_once(args: argparse.Namespace) -> dict:
     folder = args.out / "zoo"
     if not (folder / "zoo.json").is_file():
         cfg = load_config(args.overrides)
-        kwargs = dict(cfg.env.kwargs)
-        kwargs = {k: (list(v) if hasattr(v, "__len__") and not isinstance(v, str) else v) for k, v in kwargs.items()}
+        kwargs = OmegaConf.to_container(cfg.env.kwargs, resolve=True)  # nested lists too: zoo.json is plain JSON
         family = make_family(cfg.env.family, **kwargs)
         tasks = select_tasks(family, "train", int(cfg.env.tasks.train), int(cfg.env.tasks.seed))
-        train_zoo(folder, args.zoo_mode, cfg.env.family, kwargs, tasks, args.zoo_steps, eval_episodes=5)
+        # a folder without zoo.json is this script's own interrupted attempt: retrain over it
+        train_zoo(folder, args.zoo_mode, cfg.env.family, kwargs, tasks, args.zoo_steps, eval_episodes=5,
+                  force=folder.exists())
     return json.loads((folder / "zoo.json").read_text())
 
 
