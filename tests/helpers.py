@@ -9,7 +9,8 @@ from vision_gmps.policy import ConvGaussianPolicy, PolicySpec
 
 
 def tiny_policy(
-    dtype: torch.dtype = torch.float64, image: int = 8, seed: int = 0, offset_log_std: float | None = None
+    dtype: torch.dtype = torch.float64, image: int = 8, seed: int = 0, offset_log_std: float | None = None,
+    latent_log_std: float | None = None,
 ) -> ConvGaussianPolicy:
     torch.manual_seed(seed)
     spec = PolicySpec(
@@ -22,6 +23,7 @@ def tiny_policy(
         bias_transform_dim=2,
         adapt=("head", "bias_transform") if offset_log_std is None else ("head", "bias_transform", "action_offset"),
         offset_log_std=offset_log_std,
+        latent_log_std=latent_log_std,
     )
     policy = ConvGaussianPolicy(spec).to(dtype)
     with torch.no_grad():  # a less degenerate head than the near-zero init, so curvature shows
@@ -40,8 +42,9 @@ def synthetic_task_batch(policy: ConvGaussianPolicy, n: int = 12, seed: int = 0)
         advantages=torch.randn(n, generator=g, dtype=dtype),
         logp_old=torch.empty(0),
     )
-    if policy.has_offset:  # episodes of 4 steps, each with its own offset
-        episode_offsets = torch.randn(n // 4, policy.spec.action_dim, generator=g, dtype=dtype) * 0.5
+    if policy.has_episode_noise:  # episodes of 4 steps, each with its own offset or latent
+        width = policy.episode_noise_distribution(policy.params())[0].numel()
+        episode_offsets = torch.randn(n // 4, width, generator=g, dtype=dtype) * 0.5
         tb.offsets = episode_offsets.repeat_interleave(4, dim=0)
     with torch.no_grad():
         tb.logp_old = policy_log_prob(policy, policy.params(), tb)

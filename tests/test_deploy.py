@@ -218,9 +218,9 @@ def test_robot_lookup_names_the_choices():
         make_robot("tests.test_deploy:StandInLeRobot")
 
 
-@pytest.mark.parametrize("offset", [None, -1.0])
-def test_onnx_export_matches_pytorch_with_adapted_parameters(tmp_path, offset):
-    policy = tiny_policy(dtype=torch.float32, image=16, offset_log_std=offset)
+@pytest.mark.parametrize("offset,latent", [(None, None), (-1.0, None), (None, -1.0)])
+def test_onnx_export_matches_pytorch_with_adapted_parameters(tmp_path, offset, latent):
+    policy = tiny_policy(dtype=torch.float32, image=16, offset_log_std=offset, latent_log_std=latent)
     g = torch.Generator().manual_seed(3)
     adapted = {n: policy.params()[n].detach() + 0.3 * torch.randn(policy.params()[n].shape, generator=g)
                for n in policy.adapted_names}

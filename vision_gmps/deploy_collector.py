@@ -218,7 +218,7 @@ class RobotCollector:
         episode = Episode(
             task=task,
             obs={"image": np.stack(images), "proprio": np.stack(proprio).astype(np.float32)},
-            actions=np.stack(sent) if T else np.zeros((0, len(offsets[0]) if offsets is not None else 0), np.float32),
+            actions=np.stack(sent) if T else np.zeros((0, _action_dim(act, offsets)), np.float32),
             rewards=final.astype(np.float64),
             dones=np.eye(1, T, T - 1, dtype=np.int64)[0] if T else np.zeros(0, np.int64),
             states=np.stack(states[:-1]) if T else np.zeros((0, 0)),
@@ -282,3 +282,10 @@ class RobotCollector:
             success=np.stack([np.asarray(e.arrays["step_success"], bool) for e in episodes]),
             offsets=None if offsets[0] is None else np.stack(offsets).astype(np.float32),
         )
+
+
+def _action_dim(act: Any, offsets: np.ndarray | None) -> int:
+    """Width of an episode stopped before its first action (a latent is not action-sized; an offset is)."""
+    if hasattr(act, "policy"):
+        return int(act.policy.spec.action_dim)
+    return len(offsets[0]) if offsets is not None else 0

@@ -36,7 +36,7 @@ class TaskBatch:
     actions: Tensor  # [M, A]
     advantages: Tensor  # [M]
     logp_old: Tensor  # [M], log-density under the parameters that collected the batch
-    offsets: Tensor | None = None  # [M, A] each step's episode action offset (offset exploration)
+    offsets: Tensor | None = None  # [M, A] or [M, D] each step's episode offset or latent (per-episode exploration)
 
 
 def split_by_task(

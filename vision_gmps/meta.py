@@ -100,9 +100,14 @@ def maml_loss(
 
 
 def bc_loss(
-    policy: ConvGaussianPolicy, params: Params, expert_batches: list[ExpertBatch], kind: str = "mse"
+    policy: ConvGaussianPolicy, params: Params, expert_batches: list[ExpertBatch], kind: str = "mse",
+    task_latents: Tensor | None = None,
 ) -> Tensor:
+    """Multi-task imitation; ``task_latents`` [tasks, D]: each batch's task acts with its own input latent."""
     features = policy.encode(torch.cat([e[0] for e in expert_batches]), params)
     proprio = torch.cat([e[1] for e in expert_batches])
     actions = torch.cat([e[2] for e in expert_batches])
-    return imitation_loss(policy.head_mean(features, proprio, params), params["log_std"], actions, kind)
+    latents = None
+    if task_latents is not None:
+        latents = torch.cat([task_latents[i].expand(len(e[2]), -1) for i, e in enumerate(expert_batches)])
+    return imitation_loss(policy.head_mean(features, proprio, params, latents), params["log_std"], actions, kind)

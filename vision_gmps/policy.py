@@ -13,6 +13,14 @@ direction paid off: a policy-gradient step on ``action_offset`` moves the whole 
 This is MAESN's latent exploration (Gupta et al. 2018) with the latent added at the output.
 Deterministic evaluation uses z = action_offset.
 
+``latent_log_std`` puts the latent at the head's *input* instead, as MAESN does: each sampled
+episode draws z ~ N(bias_transform, exp(latent_log_std)^2) and feeds z in place of the bias
+transform for the whole episode. Why both: a closed-loop policy corrects an output offset (under
+offsets of std 0.135 the scripted door expert's final angle varies by 0.4 degrees, sd;
+benchmarks/exploration_reach.py), while an input latent can move where the policy *means* to
+go, once the head has learned to read it (BC pre-training gives each training task its own
+latent, ``MetaTrainer.pretrain``). One of the two at a time.
+
 Every forward takes ``params`` (a dict name -> tensor, as ``named_parameters``):
 the inner loop evaluates the same module at adapted parameters with
 ``torch.func.functional_call`` instead of copying modules. The encoder is kept
@@ -50,6 +58,8 @@ class PolicySpec:
     # Per-episode exploration: None = off; else the initial log-std of an action offset drawn once
     # per episode (see ConvGaussianPolicy docstring).
     offset_log_std: float | None = None
+    # Per-episode latent on the bias transform: None = off; else the initial log-std of the latent.
+    latent_log_std: float | None = None
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -79,6 +89,9 @@ class SpatialSoftmax(nn.Module):
 class ConvGaussianPolicy(nn.Module):
     def __init__(self, spec: PolicySpec) -> None:
         super().__init__()
+        if spec.offset_log_std is not None and spec.latent_log_std is not None:
+            raise ValueError("policy.offset_log_std and policy.latent_log_std are both set; per-episode exploration "
+                             "is either at the output (offset) or at the input (latent): set one of them to null")
         if len(spec.conv_strides) != len(spec.conv_channels):
             raise ValueError(
                 f"policy.conv_strides has {len(spec.conv_strides)} entries but conv_channels has "
@@ -110,6 +123,8 @@ class ConvGaussianPolicy(nn.Module):
         if spec.offset_log_std is not None:
             self.action_offset = nn.Parameter(torch.zeros(spec.action_dim))
             self.offset_log_std = nn.Parameter(torch.full((spec.action_dim,), float(spec.offset_log_std)))
+        if spec.latent_log_std is not None:
+            self.latent_log_std = nn.Parameter(torch.full((spec.bias_transform_dim,), float(spec.latent_log_std)))
         self.adapted_names = self._select(spec.adapt)
 
     def _select(self, prefixes: Sequence[str]) -> list[str]:
@@ -135,21 +150,40 @@ class ConvGaussianPolicy(nn.Module):
 
     @property
     def has_offset(self) -> bool:
+        """Per-episode exploration at the output: an action offset."""
         return self.spec.offset_log_std is not None
 
+    @property
+    def has_latent(self) -> bool:
+        """Per-episode exploration at the input: a latent in place of the bias transform."""
+        return self.spec.latent_log_std is not None
+
+    @property
+    def has_episode_noise(self) -> bool:
+        """Whether sampled episodes each draw one vector (offset or latent) before their first step."""
+        return self.has_offset or self.has_latent
+
+    def episode_noise_distribution(self, params: Params) -> tuple[Tensor, Tensor]:
+        """(mean, log-std) of the per-episode vector: (action_offset, offset_log_std) or (bias_transform, latent_log_std)."""
+        if self.has_latent:
+            return params["bias_transform"], params["latent_log_std"]
+        return params["action_offset"], params["offset_log_std"]
+
     def head_mean(self, features: Tensor, proprio: Tensor, params: Params, offsets: Tensor | None = None) -> Tensor:
-        """Action mean; ``offsets`` [B, A] are sampled per-episode offsets (default: their mean)."""
-        bias = params["bias_transform"].expand(features.shape[0], -1)
-        x = torch.cat([features, proprio.to(features.dtype), bias], dim=-1)
+        """Action mean; ``offsets`` are the sampled per-episode vectors, [B, A] offsets or [B, D] latents
+        (default: their mean, i.e. the deterministic policy)."""
+        latent = offsets if self.has_latent and offsets is not None else params["bias_transform"].expand(features.shape[0], -1)
+        x = torch.cat([features, proprio.to(features.dtype), latent.to(features.dtype)], dim=-1)
         head_params = {k[len("head.") :]: v for k, v in params.items() if k.startswith("head.")}
         mean = functional_call(self.head, head_params, (x,))
-        if offsets is not None:
-            return mean + offsets
-        return mean + params["action_offset"] if self.has_offset else mean
+        if not self.has_offset:
+            return mean
+        return mean + (offsets if offsets is not None else params["action_offset"])
 
     def offset_log_prob(self, offsets: Tensor, params: Params) -> Tensor:
-        """log N(offsets; action_offset, exp(offset_log_std)^2), summed over action dimensions."""
-        return self.log_prob(params["action_offset"].expand_as(offsets), params["offset_log_std"], offsets)
+        """log-density of the episodes' sampled vectors under ``episode_noise_distribution``, summed over dimensions."""
+        mean, log_std = self.episode_noise_distribution(params)
+        return self.log_prob(mean.expand_as(offsets), log_std, offsets)
 
     def mean(self, image: Tensor, proprio: Tensor, params: Params | None = None) -> Tensor:
         params = self.params() if params is None else params
@@ -214,5 +248,6 @@ def build_policy(image_shape: Sequence[int], proprio_dim: int, action_dim: int, 
         init_log_std=float(cfg["init_log_std"]),
         adapt=tuple(cfg["adapt"]),
         offset_log_std=None if cfg.get("offset_log_std") is None else float(cfg["offset_log_std"]),
+        latent_log_std=None if cfg.get("latent_log_std") is None else float(cfg["latent_log_std"]),
     )
     return ConvGaussianPolicy(spec)

@@ -39,7 +39,7 @@ class RolloutBatch:
     success: np.ndarray  # [N, T] bool, success after each step
     states: dict[str, np.ndarray] = field(default_factory=dict)  # privileged state before each action
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # per-step info scalars, e.g. distance
-    offsets: np.ndarray | None = None  # [N, A] per-episode action offsets (policies with offset exploration)
+    offsets: np.ndarray | None = None  # [N, A] per-episode action offsets or [N, D] input latents (per-episode exploration)
 
     @property
     def num_episodes(self) -> int:
@@ -240,13 +240,14 @@ class PolicyActor:
         self.generator.manual_seed(int(np.random.SeedSequence([self.seed, wave_seed]).generate_state(1)[0]))
 
     def start_episodes(self, groups: np.ndarray) -> np.ndarray | None:
-        """New episodes in every env: draw each one's action offset (policies with offset exploration)."""
-        if self.deterministic or not self.policy.has_offset:
+        """New episodes in every env: draw each one's action offset or input latent (per-episode exploration)."""
+        if self.deterministic or not self.policy.has_episode_noise:
             self.offsets = None
             return None
         dtype = self.policy.log_std.dtype
-        mean = torch.stack([self.params_per_group[g]["action_offset"].cpu() for g in groups])
-        std = torch.stack([self.params_per_group[g]["offset_log_std"].cpu() for g in groups]).exp()
+        dists = [self.policy.episode_noise_distribution(self.params_per_group[g]) for g in groups]
+        mean = torch.stack([m.cpu() for m, _ in dists])
+        std = torch.stack([s.cpu() for _, s in dists]).exp()
         self.offsets = (mean + std * torch.randn(mean.shape, generator=self.generator, dtype=dtype)).to(
             self.policy.log_std.device)
         return self.offsets.cpu().numpy().astype(np.float32)

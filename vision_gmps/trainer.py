@@ -95,6 +95,9 @@ class MetaTrainer:
                            "lr": cfg.algo.get("step_size_lr") or cfg.algo.outer_lr})
         self.optimizer = torch.optim.Adam(groups, lr=cfg.algo.outer_lr)
         self.learned = [p for g in groups for p in g["params"]]
+        if ranks.active and self.policy.has_latent and int(cfg.algo.get("pretrain_steps", 0) or 0) > 0:
+            raise ConfigError("policy.latent_log_std with BC pre-training runs on one process: the per-task latents "
+                              "are fitted over all training tasks at once; drop torchrun or set policy.latent_log_std=null")
         if ranks.active:
             batch = cfg.algo.meta_batch_size or len(self.train_tasks)
             if ranks.world > batch:
@@ -103,6 +106,7 @@ class MetaTrainer:
             distributed.broadcast_tensors(self.learned)  # the same start on every rank
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]  # before algo.outer_lr_warmup scales them
         self.bc_loss_after_pretrain: float | None = None
+        self.bc_task_latents: torch.Tensor | None = None  # BC's per-task input latents (policy.latent_log_std), for diagnostics
         self.iteration = 0
         self.env_episodes = 0
         self.env_steps = dict.fromkeys(STEP_PARTS, 0)
@@ -207,16 +211,56 @@ class MetaTrainer:
         theta = self.policy.params()
         slots = self.ranks.share(list(range(len(self.train_tasks))))
         weight = len(slots) / len(self.train_tasks)
+        latents, latent_optimizer = self._task_latents(len(slots)) if self.policy.has_latent else (None, None)
         losses = []
         for _ in tqdm(range(steps), desc="BC pre-training", unit="step", leave=False):
             batch = self._expert_batches(slots, rng)
-            losses.append(self._outer_step(lambda: bc_loss(self.policy, theta, batch, self.cfg.algo.imitation_loss), weight))
+            if latent_optimizer is not None:
+                latent_optimizer.zero_grad(set_to_none=True)
+            losses.append(self._outer_step(
+                lambda: bc_loss(self.policy, theta, batch, self.cfg.algo.imitation_loss, latents), weight))
+            if latent_optimizer is not None:
+                latent_optimizer.step()
         # Fresh Adam moments for meta-training: the BC steps' statistics belong to another objective.
         self.optimizer.state.clear()
         first, last = float(np.mean(losses[:10])), float(np.mean(losses[-10:]))
         log.info("BC pre-training: %d steps, imitation loss %.4f -> %.4f", steps, first, last)
+        metrics = {"pretrain/bc_loss_first": first, "pretrain/bc_loss": last}
+        if latents is not None:
+            self._fit_latent_distribution(latents.detach())
+            # The warm-start check compares the pre-update policy, which acts at the shared latent, with
+            # this number: measure it there, not with each task's own latent.
+            with torch.no_grad():
+                last = float(np.mean([bc_loss(self.policy, self.policy.params(), self._expert_batches(slots, rng),
+                                              self.cfg.algo.imitation_loss).item() for _ in range(10)]))
+            log.info("BC imitation loss at the shared latent: %.4f", last)
+            metrics = {**metrics, "pretrain/bc_loss_own_latents": metrics["pretrain/bc_loss"], "pretrain/bc_loss": last}
         self.bc_loss_after_pretrain = last
-        return {"pretrain/bc_loss_first": first, "pretrain/bc_loss": last}
+        return metrics
+
+    def _task_latents(self, tasks: int) -> tuple[torch.nn.Parameter, torch.optim.Optimizer]:
+        """One input latent per training task for BC, drawn from the policy's initial latent distribution.
+
+        Why: with one shared bias transform during BC the head learns to ignore it, and then a sampled
+        latent moves nothing and its policy gradient carries no task information (MAESN learns
+        per-task latents for the same reason).
+        """
+        mean, log_std = (t.detach() for t in self.policy.episode_noise_distribution(self.policy.params()))
+        generator = torch.Generator().manual_seed(self._seed(0, 8))
+        draw = torch.randn(tasks, mean.numel(), generator=generator, dtype=mean.dtype).to(mean.device)
+        latents = torch.nn.Parameter(mean + log_std.exp() * draw)
+        return latents, torch.optim.Adam([latents], lr=self.cfg.algo.outer_lr)
+
+    @torch.no_grad()
+    def _fit_latent_distribution(self, latents: torch.Tensor) -> None:
+        """The shared latent becomes the tasks' mean and its exploration std their spread, so sampled
+        latents cover the training tasks' behaviours and a step on the mean moves between them."""
+        self.bc_task_latents = latents.clone()
+        self.policy.bias_transform.copy_(latents.mean(0))
+        spread = latents.std(0) if len(latents) > 1 else self.policy.latent_log_std.exp()
+        self.policy.latent_log_std.copy_(spread.clamp_min(1e-3).log())
+        log.info("BC task latents: mean %s, std %s", np.round(latents.mean(0).cpu().numpy(), 3),
+                 np.round(spread.cpu().numpy(), 3))
 
     # ---------------------------------------------------------------- one iteration
     def _iteration_tasks(self) -> list[int]:
