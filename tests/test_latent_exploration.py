@@ -1,6 +1,7 @@
-"""Per-episode latent exploration at the head's input (MAESN): exact meta-gradient, the latent's score
-in the inner step, latents constant within an episode and read by the head, and BC pre-training that
-gives each training task its own latent so that sampled latents spread the policy's behaviour."""
+"""Per-episode latent exploration at the head's input (MAESN): latents constant within an episode and
+read by the head, and BC pre-training that gives each training task its own latent so that sampled
+latents spread the policy's behaviour. The exact meta-gradient and the latent's score in the inner step
+are checked beside the action offset's, in tests/test_offset_exploration.py."""
 
 from __future__ import annotations
 
@@ -9,42 +10,12 @@ import pytest
 import torch
 
 from robot_envs.point import PointFamily
-from tests.helpers import synthetic_expert_batch, synthetic_task_batch, tiny_policy
-from tests.test_meta_gradient import _analytic_and_fd
 from tests.test_training import EXPERT, TINY
 from vision_gmps.config import load_config
-from vision_gmps.inner import surrogate
-from vision_gmps.meta import bc_loss, gmps_loss
-from vision_gmps.policy import ConvGaussianPolicy, PolicySpec, StepSizes
+from vision_gmps.meta import bc_loss
+from vision_gmps.policy import ConvGaussianPolicy, PolicySpec
 from vision_gmps.rollouts import PolicyActor, Sampler
 from vision_gmps.trainer import MetaTrainer
-
-
-def test_gmps_meta_gradient_with_input_latents_matches_finite_differences():
-    policy = tiny_policy(latent_log_std=-0.5)
-    step_sizes = StepSizes(policy, init=0.5).double()
-    tasks = [synthetic_task_batch(policy, seed=s) for s in (0, 1)]
-    experts = [synthetic_expert_batch(policy, seed=s) for s in (2, 3)]
-
-    def objective(second_order: bool):
-        return gmps_loss(policy, policy.params(), step_sizes.as_dict(), tasks, experts, create_graph=second_order)
-
-    analytic, fd, grads = _analytic_and_fd(objective, policy, step_sizes)
-    assert analytic == pytest.approx(fd, rel=1e-6, abs=1e-9)
-    names = [n for n, _ in policy.named_parameters()]
-    assert grads[names.index("latent_log_std")].abs().sum() > 0  # reaches the outer loss through the inner step
-
-
-def test_inner_gradient_on_the_bias_transform_is_the_latents_score_times_advantage():
-    """Sampled episodes feed their latent, not the bias transform, to the head: the bias transform's
-    inner gradient is the latent's score alone."""
-    policy = tiny_policy(latent_log_std=-0.5)
-    tb = synthetic_task_batch(policy, n=16)
-    params = policy.params()
-    (grad,) = torch.autograd.grad(surrogate(policy, params, tb), [params["bias_transform"]])
-    sigma2 = torch.exp(2 * params["latent_log_std"]).detach()
-    expected = ((tb.offsets - params["bias_transform"].detach()) / sigma2 * tb.advantages[:, None]).mean(0)
-    torch.testing.assert_close(grad, expected)
 
 
 def test_offset_and_latent_together_are_refused():

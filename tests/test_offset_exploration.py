@@ -16,8 +16,16 @@ from vision_gmps.policy import ConvGaussianPolicy, PolicySpec, StepSizes
 from vision_gmps.rollouts import PolicyActor, Sampler
 
 
-def test_gmps_meta_gradient_with_offsets_matches_finite_differences():
-    policy = tiny_policy(offset_log_std=-1.0)
+# Per-episode exploration at the output (action offset) and at the input (latent in place of the bias
+# transform, tests/test_latent_exploration.py): the same two gradient checks, one per kind.
+KINDS = {"offset": ({"offset_log_std": -1.0}, "action_offset", "offset_log_std"),
+         "latent": ({"latent_log_std": -0.5}, "bias_transform", "latent_log_std")}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_gmps_meta_gradient_with_episode_noise_matches_finite_differences(kind):
+    options, _, log_std_name = KINDS[kind]
+    policy = tiny_policy(**options)
     step_sizes = StepSizes(policy, init=0.5).double()
     tasks = [synthetic_task_batch(policy, seed=s) for s in (0, 1)]
     experts = [synthetic_expert_batch(policy, seed=s) for s in (2, 3)]
@@ -28,16 +36,20 @@ def test_gmps_meta_gradient_with_offsets_matches_finite_differences():
     analytic, fd, grads = _analytic_and_fd(objective, policy, step_sizes)
     assert analytic == pytest.approx(fd, rel=1e-6, abs=1e-9)
     names = [n for n, _ in policy.named_parameters()]
-    assert grads[names.index("offset_log_std")].abs().sum() > 0  # reaches the outer loss through the inner step
+    assert grads[names.index(log_std_name)].abs().sum() > 0  # reaches the outer loss through the inner step
 
 
-def test_inner_gradient_on_the_offset_is_its_score_times_advantage():
-    policy = tiny_policy(offset_log_std=-0.5)
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_inner_gradient_on_the_noise_mean_is_its_score_times_advantage(kind):
+    """With input latents, sampled episodes feed their latent, not the bias transform, to the head:
+    the bias transform's inner gradient is the latent's score alone."""
+    options, mean_name, log_std_name = KINDS[kind]
+    policy = tiny_policy(**{k: -0.5 for k in options})
     tb = synthetic_task_batch(policy, n=16)
     params = policy.params()
-    (grad,) = torch.autograd.grad(surrogate(policy, params, tb), [params["action_offset"]])
-    sigma2 = torch.exp(2 * params["offset_log_std"]).detach()
-    expected = ((tb.offsets - params["action_offset"].detach()) / sigma2 * tb.advantages[:, None]).mean(0)
+    (grad,) = torch.autograd.grad(surrogate(policy, params, tb), [params[mean_name]])
+    sigma2 = torch.exp(2 * params[log_std_name]).detach()
+    expected = ((tb.offsets - params[mean_name].detach()) / sigma2 * tb.advantages[:, None]).mean(0)
     torch.testing.assert_close(grad, expected)
 
 
