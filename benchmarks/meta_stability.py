@@ -44,8 +44,8 @@ VARIANTS = {name: [f"{k}={v}" for k, v in {**OFF, **on}.items()] for name, on in
     "warmup": {"algo.outer_lr_warmup": 3},
     "anchor": {"algo.pre_update_bc_weight": 1.0},
     "calibrate": {"algo.inner_step_calibration": 1.5},
+    # the package default (bound 1.5 again since 2026-12-04; 3 from 12-02 to 12-04, see meta_stability.md)
     "calibrate+anchor": {"algo.inner_step_calibration": 1.5, "algo.pre_update_bc_weight": 1.0},
-    # the package default since 2026-12-02: calibrate only a step size that is grossly wrong for the family
     "calibrate3+anchor": {"algo.inner_step_calibration": 3.0, "algo.pre_update_bc_weight": 1.0},
 }.items()}
 
