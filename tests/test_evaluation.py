@@ -162,6 +162,47 @@ def test_shuffled_control_is_the_same_routine_with_other_tasks_rewards(monkeypat
     assert real.per_task_success.shape == (2, 4) and real.rows[0]["success_wilson_high"] > 0
 
 
+def test_control_beside_the_real_run_equals_the_two_runs_apart_for_fewer_episodes():
+    """with_control=True shares the step-0 evaluation and first-step rollouts, and changes no number."""
+    cfg = load_config(["env=point", "env.kwargs.image_size=[16,16]"])
+    family = make_family(cfg.env.family, **cfg.env.kwargs)
+    tasks = family.sample("test", 3, 0)
+    torch.manual_seed(0)
+    policy = build_policy((16, 16, 3), 2, 2, cfg.policy)
+    step_sizes = StepSizes(policy, 0.5, learnable=False).as_dict()
+    sampler = Sampler(family, 8)
+    collected = []
+    real_collect = sampler.collect
+
+    def counting_collect(tasks_, episodes, act, seed, progress=None):
+        collected.append(episodes * len(tasks_))
+        return real_collect(tasks_, episodes, act, seed, progress)
+
+    sampler.collect = counting_collect
+    try:
+        apart = [adaptation.run_adaptation(policy, step_sizes, sampler, tasks, 2, 8, eval_episodes=1, seed=3,
+                                           shuffle_rewards=shuffled) for shuffled in (False, True)]
+        apart_episodes, collected[:] = sum(collected), []
+        together = adaptation.run_adaptation(policy, step_sizes, sampler, tasks, 2, 8, eval_episodes=1, seed=3,
+                                             with_control=True)
+        with pytest.raises(ValueError, match="already is the control"):
+            adaptation.run_adaptation(policy, step_sizes, sampler, tasks, 1, 20, shuffle_rewards=True, with_control=True)
+    finally:
+        sampler.close()
+    assert apart_episodes - sum(collected) == 3 * (1 + 8)  # the control's step-0 evaluation and first rollouts
+    assert apart[0].control is None and together.control.control is None
+    for one, other in ((apart[0], together), (apart[1], together.control)):
+        assert one.rows == other.rows
+        np.testing.assert_array_equal(one.per_task_success, other.per_task_success)
+        np.testing.assert_array_equal(one.reward_source if one.reward_source is not None else [],
+                                      other.reward_source if other.reward_source is not None else [])
+        for a, b in zip(one.final_params, other.final_params):
+            assert all(torch.equal(a[k], b[k]) for k in a)
+    # the two arms did diverge (otherwise sharing past step 1 would go unnoticed)
+    assert any(not torch.equal(a[k], b[k]) for a, b in zip(together.final_params, together.control.final_params)
+               for k in policy.adapted_names)
+
+
 def test_valid_split_is_disjoint_and_train_test_are_unchanged():
     family = make_family("point")
     assert SPLITS[:2] == ("train", "test")

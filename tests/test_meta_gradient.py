@@ -7,7 +7,7 @@ import torch
 
 from tests.helpers import synthetic_expert_batch, synthetic_task_batch, tiny_policy
 from vision_gmps.inner import adapt, importance_weights, surrogate
-from vision_gmps.meta import gmps_loss, maml_loss
+from vision_gmps.meta import batch_pixels, gmps_loss, maml_loss
 from vision_gmps.policy import StepSizes
 
 
@@ -121,3 +121,26 @@ def test_step_sizes_receive_gradient_and_only_adapted_parameters_move():
         moved = not torch.equal(phi[name], param)
         assert moved == (name in policy.adapted_names), name
     assert set(policy.adapted_names) == {"bias_transform", "head.0.weight", "head.0.bias", "head.2.weight", "head.2.bias"}
+
+
+def test_pixels_converted_once_give_the_same_losses_and_gradients():
+    """The trainer converts a batch's images once for all outer steps: bit-for-bit the per-call conversion."""
+    policy, step_sizes, tasks, experts = _setup(seed=4)
+    post = [synthetic_task_batch(policy, seed=s) for s in (7, 8)]
+    leaves = list(policy.parameters()) + list(step_sizes.parameters())
+    pre_pixels, post_pixels = batch_pixels(policy, tasks), batch_pixels(policy, post)
+    cases = [
+        (lambda: gmps_loss(policy, policy.params(), step_sizes.as_dict(), tasks, experts),
+         lambda: gmps_loss(policy, policy.params(), step_sizes.as_dict(), tasks, experts, pre_pixels=pre_pixels)),
+        (lambda: maml_loss(policy, policy.params(), step_sizes.as_dict(), tasks, post),
+         lambda: maml_loss(policy, policy.params(), step_sizes.as_dict(), tasks, post,
+                           pre_pixels=pre_pixels, post_pixels=post_pixels)),
+    ]
+    for per_call, converted_once in cases:
+        a, b = per_call(), converted_once()
+        assert torch.equal(a, b)
+        for ga, gb in zip(torch.autograd.grad(a, leaves, allow_unused=True),
+                          torch.autograd.grad(b, leaves, allow_unused=True)):
+            assert (ga is None and gb is None) or torch.equal(ga, gb)
+    with pytest.raises(ValueError, match="batch_pixels"):
+        gmps_loss(policy, policy.params(), step_sizes.as_dict(), tasks, experts, pre_pixels=post_pixels[:-1])

@@ -83,20 +83,21 @@ def adapt(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Adap
     logger = RunLogger(run_dir, cfg, "adapt")
     results: dict[str, AdaptationResult] = {}
     try:
-        runs = [(mode, modes[mode], False) for mode in chosen]
-        if acfg.get("control", False):  # the reward-shuffled control, with the first mode's step sizes
-            runs.append((CONTROL, modes[chosen[0]], True))
-        for mode, sizes, shuffled in runs:
-            log.info("adapting %s on %d %s tasks x %d starts, %d steps, %s", state["algo"], len(tasks), acfg.split,
-                     acfg.eval_episodes, acfg.steps, mode)
+        control = bool(acfg.get("control", False))  # the reward-shuffled control, with the first mode's step sizes
+        for i, mode in enumerate(chosen):
+            log.info("adapting %s on %d %s tasks x %d starts, %d steps, %s%s", state["algo"], len(tasks), acfg.split,
+                     acfg.eval_episodes, acfg.steps, mode, " and the reward-shuffled control" if control and i == 0 else "")
             results[mode] = run_adaptation(
-                policy, {k: v.detach() for k, v in sizes.items()}, sampler, tasks, acfg.steps,
+                policy, {k: v.detach() for k, v in modes[mode].items()}, sampler, tasks, acfg.steps,
                 acfg.rollouts_per_task, trained.algo.gamma, trained.algo.baseline, acfg.eval_episodes, cfg.seed,
-                progress=True, shuffle_rewards=shuffled,
+                progress=True, with_control=control and i == 0,
             )
-            for row in results[mode].rows:
+        if control:
+            results[CONTROL] = results[chosen[0]].control
+        for mode, result in results.items():
+            for row in result.rows:
                 logger.log({f"adapt_{mode}/{k}": v for k, v in row.items()}, step=int(row["step"]))
-            logger.log_table(f"adapt_{mode}/table", results[mode].rows)
+            logger.log_table(f"adapt_{mode}/table", result.rows)
         write_results(run_dir, results)
         video = write_viewer_outputs(run_dir, cfg, family, policy, tasks, results[chosen[0]])
         logger.log_video("adapt/task0_before_after", video)

@@ -6,12 +6,13 @@ episodes use the policy mean and the same seeds at every step, so a change
 between rows is the adaptation, not the luck of the start states.
 
 ``shuffle_rewards=True`` is the reward-shuffled control (``vision_gmps.evaluation``): the
-same steps, with each task's rewards taken from another task's rollouts of that step.
+same steps, with each task's rewards taken from another task's rollouts of that step;
+``with_control=True`` runs it beside the real adaptation, sharing the episodes the two have in common.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,6 +35,19 @@ class AdaptationResult:
     first_eval: RolloutBatch
     reward_source: np.ndarray | None = None  # control only: task i adapted on task reward_source[i]'s rewards
     eval_seed: int = 0  # the sampler seed of every evaluation (to replay an episode for a video)
+    control: "AdaptationResult | None" = None  # run_adaptation(with_control=True): the reward-shuffled control
+
+
+@dataclass
+class _Arm:
+    """One adaptation run inside ``run_adaptation``: the real one or the control."""
+
+    source: np.ndarray | None  # None: the task's own rewards; else the derangement the control uses
+    params: list[Params]
+    rows: list[dict[str, float]] = field(default_factory=list)
+    per_task: list[np.ndarray] = field(default_factory=list)
+    evals: list[RolloutBatch] = field(default_factory=list)
+    episodes: int = 0
 
 
 def run_adaptation(
@@ -49,46 +63,64 @@ def run_adaptation(
     seed: int = 0,
     progress: bool = False,
     shuffle_rewards: bool = False,
+    with_control: bool = False,
 ) -> AdaptationResult:
-    source = derangement(len(tasks), np.random.default_rng([seed, 0x5F1E])) if shuffle_rewards else None
-    params = [{k: v.detach() for k, v in policy.params().items()} for _ in tasks]
-    rows: list[dict[str, float]] = []
-    per_task: list[np.ndarray] = []
-    episodes = 0
-    evals: list[RolloutBatch] = []
+    """Adapt every task for ``steps`` steps, evaluating before and after each.
 
-    def evaluate(step: int, rollouts: RolloutBatch | None = None) -> None:
-        if eval_episodes == 0:  # hardware: no separate evaluation episodes; report the training rollouts
-            if rollouts is None:
-                return
-            step, batch = step - 1, rollouts  # they ran with the parameters of the previous step
-        else:
-            batch = sampler.collect(
-                tasks,
-                eval_episodes,
-                PolicyActor(policy, params, deterministic=True),
-                seed=seed + EVAL_SEED_OFFSET,
-                progress=f"eval step {step}" if progress else None,
-            )
-        evals.append(batch)
-        per_task.append(batch.per_task(batch.episode_success.astype(float)))
+    ``with_control=True`` also runs the reward-shuffled control and returns it as the result's
+    ``control``. Both runs start from the same parameters and seeds, so their step-0 evaluation and
+    first-step rollouts are the same episodes (``sampler.collect`` is a pure function of tasks,
+    parameters and seeds): they are collected once, and the control is exactly what
+    ``shuffle_rewards=True`` alone gives, for 1 + eval_episodes / rollouts_per_task fewer episodes'
+    worth of its first step. Each result's ``episodes`` counts the rollouts its steps used.
+    """
+    if shuffle_rewards and with_control:
+        raise ValueError("shuffle_rewards=True already is the control; with_control adds it beside a real run")
+    derange = derangement(len(tasks), np.random.default_rng([seed, 0x5F1E])) if shuffle_rewards or with_control else None
+    start = [{k: v.detach() for k, v in policy.params().items()} for _ in tasks]
+    arms = [_Arm(derange if shuffle_rewards else None, start)] + ([_Arm(derange, start)] if with_control else [])
+
+    def record(arm: _Arm, step: int, batch: RolloutBatch) -> None:
+        arm.evals.append(batch)
+        arm.per_task.append(batch.per_task(batch.episode_success.astype(float)))
         rate = success_rate(batch.episode_success, batch.task_index, seed=step)
-        rows.append({"step": step, **batch.summary(), **rate.as_dict(), "episodes": episodes})
+        arm.rows.append({"step": step, **batch.summary(), **rate.as_dict(), "episodes": arm.episodes})
 
-    evaluate(0)
+    def evaluate(arm: _Arm, step: int, label: str) -> RolloutBatch:
+        return sampler.collect(tasks, eval_episodes, PolicyActor(policy, arm.params, deterministic=True),
+                               seed=seed + EVAL_SEED_OFFSET, progress=f"{label}eval step {step}" if progress else None)
+
+    if eval_episodes:  # hardware (eval_episodes=0): no separate evaluation; each step reports its training rollouts
+        first = evaluate(arms[0], 0, "")
+        for arm in arms:
+            record(arm, 0, first)
+    first_rollouts = None
     for step in range(1, steps + 1):
-        batch = sampler.collect(
-            tasks,
-            rollouts_per_task,
-            PolicyActor(policy, params, deterministic=False, seed=seed + step),
-            seed=seed + step,
-            progress=f"adapt step {step}" if progress else None,
-        )
-        episodes += batch.num_episodes
-        rollouts = batch  # as run, with their own rewards (what eval_episodes=0 reports)
-        if source is not None:
-            batch = rewards_from_other_tasks(batch, source)
-        task_batches = split_by_task(policy, batch, params, gamma, baseline)
-        params = [adapt_detached(policy, p, step_sizes, tb) for p, tb in zip(params, task_batches)]
-        evaluate(step, rollouts)
-    return AdaptationResult(rows, np.stack(per_task), params, evals[-1], evals[0], source, seed + EVAL_SEED_OFFSET)
+        for arm in arms:
+            label = "control " if arm.source is not None and with_control else ""
+            if step == 1 and first_rollouts is not None:
+                batch = first_rollouts  # every arm still has the starting parameters: the same episodes
+            else:
+                batch = sampler.collect(
+                    tasks,
+                    rollouts_per_task,
+                    PolicyActor(policy, arm.params, deterministic=False, seed=seed + step),
+                    seed=seed + step,
+                    progress=f"{label}adapt step {step}" if progress else None,
+                )
+                first_rollouts = batch if step == 1 else None
+            arm.episodes += batch.num_episodes
+            rollouts = batch  # as run, with their own rewards (what eval_episodes=0 reports)
+            if arm.source is not None:
+                batch = rewards_from_other_tasks(batch, arm.source)
+            task_batches = split_by_task(policy, batch, arm.params, gamma, baseline)
+            arm.params = [adapt_detached(policy, p, step_sizes, tb) for p, tb in zip(arm.params, task_batches)]
+            if eval_episodes:
+                record(arm, step, evaluate(arm, step, label))
+            else:  # they ran with the parameters of the previous step
+                record(arm, step - 1, rollouts)
+    results = [AdaptationResult(a.rows, np.stack(a.per_task), a.params, a.evals[-1], a.evals[0], a.source,
+                                seed + EVAL_SEED_OFFSET) for a in arms]
+    if with_control:
+        results[0].control = results[1]
+    return results[0]

@@ -15,7 +15,8 @@ the same statistics the same way:
 * **Paired view.** Per task, success after step K against step 0: improved, same or worse.
 * **Reward-shuffled control.** ``run_adaptation(..., shuffle_rewards=True)`` runs the same routine
   with each task's rewards replaced by another task's (a derangement drawn once per run): if
-  the policy gains as much without its own reward, the gain is not adaptation.
+  the policy gains as much without its own reward, the gain is not adaptation. ``with_control=True``
+  runs it beside the real adaptation in the same call, sharing the episodes the two have in common.
 * **Seeds.** ``seed_summary`` gives mean, standard deviation and range over training seeds.
 """
 

@@ -10,7 +10,9 @@
   "pre-train then fine-tune" baseline).
 
 All three evaluate the conv encoder once per call on the concatenation of
-every task's images; only the head is evaluated per task.
+every task's images; only the head is evaluated per task. A batch of rollouts
+that serves many outer steps is converted to the encoder's float input once
+(``batch_pixels``) and passed in as ``pre_pixels`` / ``post_pixels``.
 """
 
 from __future__ import annotations
@@ -34,12 +36,28 @@ def imitation_loss(mean: Tensor, log_std: Tensor, actions: Tensor, kind: str) ->
     raise ValueError(f"unknown imitation loss {kind!r}; use one of {IMITATION_LOSSES}")
 
 
-def _shared_features(policy: ConvGaussianPolicy, params: Params, images: list[Tensor]) -> list[Tensor] | None:
-    """One encoder pass over all tasks' images, split back per task (None if the encoder adapts)."""
+def batch_pixels(policy: ConvGaussianPolicy, task_batches: list[TaskBatch]) -> Tensor | None:
+    """Every task's images as one encoder input, to reuse at each outer step (None if the encoder adapts)."""
     if policy.encoder_adapted:
         return None
-    features = policy.encode(torch.cat(images), params)
-    return list(torch.split(features, [len(x) for x in images]))
+    return policy.pixels(torch.cat([tb.images for tb in task_batches]))
+
+
+def _shared_features(
+    policy: ConvGaussianPolicy, params: Params, images: list[Tensor], pixels: Tensor | None = None
+) -> list[Tensor] | None:
+    """One encoder pass over all tasks' images, split back per task (None if the encoder adapts).
+
+    ``pixels``: the same images already converted (``batch_pixels``)."""
+    if policy.encoder_adapted:
+        return None
+    sizes = [len(x) for x in images]
+    if pixels is None:
+        pixels = policy.pixels(torch.cat(images))
+    elif len(pixels) != sum(sizes):
+        raise ValueError(f"pixels hold {len(pixels)} images but the task batches {sum(sizes)}: "
+                         "pass batch_pixels() of these same batches")
+    return list(torch.split(policy.encode_pixels(pixels, params), sizes))
 
 
 def adapt_all(
@@ -49,8 +67,9 @@ def adapt_all(
     task_batches: list[TaskBatch],
     steps: int,
     create_graph: bool,
+    pixels: Tensor | None = None,
 ) -> list[Params]:
-    features = _shared_features(policy, params, [tb.images for tb in task_batches])
+    features = _shared_features(policy, params, [tb.images for tb in task_batches], pixels)
     return [
         adapt(policy, params, step_sizes, tb, steps, create_graph, None if features is None else features[i])
         for i, tb in enumerate(task_batches)
@@ -66,9 +85,10 @@ def gmps_loss(
     inner_steps: int = 1,
     create_graph: bool = True,
     kind: str = "mse",
+    pre_pixels: Tensor | None = None,
 ) -> Tensor:
     """Mean over tasks of the adapted policy's imitation loss on that task's expert data."""
-    phis = adapt_all(policy, params, step_sizes, task_batches, inner_steps, create_graph)
+    phis = adapt_all(policy, params, step_sizes, task_batches, inner_steps, create_graph, pre_pixels)
     features = _shared_features(policy, params, [e[0] for e in expert_batches])
     losses = []
     for i, (phi, (images, proprio, actions)) in enumerate(zip(phis, expert_batches)):
@@ -86,10 +106,12 @@ def maml_loss(
     inner_steps: int = 1,
     create_graph: bool = True,
     clip: float = 0.2,
+    pre_pixels: Tensor | None = None,
+    post_pixels: Tensor | None = None,
 ) -> Tensor:
     """Negative clipped policy-gradient objective of the adapted policies on their own rollouts."""
-    phis = adapt_all(policy, params, step_sizes, pre_batches, inner_steps, create_graph)
-    features = _shared_features(policy, params, [tb.images for tb in post_batches])
+    phis = adapt_all(policy, params, step_sizes, pre_batches, inner_steps, create_graph, pre_pixels)
+    features = _shared_features(policy, params, [tb.images for tb in post_batches], post_pixels)
     losses = []
     for i, (phi, tb) in enumerate(zip(phis, post_batches)):
         logp = policy_log_prob(policy, phi, tb, None if features is None else features[i])

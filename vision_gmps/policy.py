@@ -144,9 +144,21 @@ class ConvGaussianPolicy(nn.Module):
 
     def encode(self, image: Tensor, params: Params) -> Tensor:
         """uint8 [B,H,W,3] images -> [B, 2C] keypoints."""
-        x = image.permute(0, 3, 1, 2).to(self.log_std.dtype) / 255.0 - 0.5
+        return self.encode_pixels(self.pixels(image), params)
+
+    def pixels(self, image: Tensor) -> Tensor:
+        """uint8 [B,H,W,3] images -> the encoder's float input [B,3,H,W], in [-0.5, 0.5].
+
+        Separate from ``encode`` so that a batch evaluated at many parameter values (one
+        meta-iteration's rollouts, at each of its outer steps) is converted once: the conversion
+        is ~1/5 of an outer step's time at push_cpu sizes (benchmarks/sampler_speed.md).
+        """
+        return image.permute(0, 3, 1, 2).to(self.log_std.dtype) / 255.0 - 0.5
+
+    def encode_pixels(self, pixels: Tensor, params: Params) -> Tensor:
+        """``pixels`` (from ``pixels``) -> [B, 2C] keypoints."""
         encoder_params = {k[len("encoder.") :]: v for k, v in params.items() if k.startswith("encoder.")}
-        return self.keypoints(functional_call(self.encoder, encoder_params, (x,)))
+        return self.keypoints(functional_call(self.encoder, encoder_params, (pixels,)))
 
     @property
     def has_offset(self) -> bool:

@@ -40,7 +40,7 @@ from vision_gmps.config import ConfigError
 from vision_gmps.distributed import Ranks
 from vision_gmps.expert_data import ExpertBuffer, attach_demo_files
 from vision_gmps.inner import split_by_task
-from vision_gmps.meta import adapt_all, bc_loss, gmps_loss, maml_loss
+from vision_gmps.meta import adapt_all, batch_pixels, bc_loss, gmps_loss, maml_loss
 from vision_gmps.policy import ConvGaussianPolicy, StepSizes, build_policy
 from vision_gmps.rollouts import ExpertActor, PolicyActor, RolloutBatch, Sampler
 from vision_gmps.run_logging import RunLogger
@@ -391,13 +391,16 @@ class MetaTrainer:
                 self._add_relabelled(post, self._label(post), idx)
                 metrics["dagger/buffer_mean"] = float(np.mean([self.buffer.size(i) for i in idx]))
 
+        # The rollouts' encoder input, converted once for every outer step (after the post-update
+        # collection, so the collection's peak memory does not hold it).
+        pre_pixels = batch_pixels(self.policy, pre_batches)
         if cfg.name == "gmps":
             warm_started = int(cfg.get("pretrain_steps", 0) or 0) > 0  # the guards keep a BC warm start
             anchor = float(cfg.get("pre_update_bc_weight", 0) or 0) if warm_started else 0.0
 
             def adapted_loss(batch):
                 return gmps_loss(self.policy, theta, alpha, pre_batches, batch, cfg.inner_steps, second_order,
-                                 cfg.imitation_loss)
+                                 cfg.imitation_loss, pre_pixels)
 
             def fn():
                 # pre_update_bc_weight: the pre-update policy keeps imitating the expert too, so the
@@ -409,8 +412,10 @@ class MetaTrainer:
             if self.iteration == 0 and warm_started:
                 metrics["step_size_calibration"] = self._calibrate_step_sizes(adapted_loss, expert_batch(), weight)
         else:
+            post_pixels = batch_pixels(self.policy, post_batches)
             fn = lambda: maml_loss(  # noqa: E731
-                self.policy, theta, alpha, pre_batches, post_batches, cfg.inner_steps, second_order, cfg.clip
+                self.policy, theta, alpha, pre_batches, post_batches, cfg.inner_steps, second_order, cfg.clip,
+                pre_pixels, post_pixels,
             )
         metrics["outer_lr_scale"] = self._warm_up_outer_lr()
         learn()
