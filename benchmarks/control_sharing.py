@@ -40,17 +40,18 @@ def main() -> None:
     family = make_family(cfg.env.family, **cfg.env.kwargs)
     tasks = family.sample("valid", args.tasks, cfg.env.tasks.seed)
     sampler = Sampler.from_config(family, cfg.sampler)
-    common = (policy, sizes, sampler, tasks, args.steps, args.rollouts, cfg.algo.gamma, cfg.algo.baseline,
-              args.eval_episodes, 0)
+    common = dict(policy=policy, step_sizes=sizes, sampler=sampler, tasks=tasks, gamma=cfg.algo.gamma,
+                  baseline=cfg.algo.baseline, eval_episodes=args.eval_episodes, seed=0)
+    sized = dict(steps=args.steps, rollouts_per_task=args.rollouts)
     times: dict[str, list[float]] = {"apart": [], "side by side": []}
     try:
-        run_adaptation(*common[:4], 1, 2, *common[6:])  # start the workers and warm up
+        run_adaptation(**common, steps=1, rollouts_per_task=2)  # start the workers and warm up
         for _ in range(args.rounds):
             start = time.perf_counter()
-            apart = [run_adaptation(*common, shuffle_rewards=s) for s in (False, True)]
+            apart = [run_adaptation(**common, **sized, shuffle_rewards=s) for s in (False, True)]
             times["apart"].append(time.perf_counter() - start)
             start = time.perf_counter()
-            together = run_adaptation(*common, with_control=True)
+            together = run_adaptation(**common, **sized, with_control=True)
             times["side by side"].append(time.perf_counter() - start)
             assert apart[0].rows == together.rows and apart[1].rows == together.control.rows
     finally:

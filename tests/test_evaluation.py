@@ -117,15 +117,19 @@ def test_rewards_come_from_the_source_task_episode_by_episode():
     assert shuffled.images is batch.images and shuffled.actions is batch.actions
 
 
-def test_shuffled_control_is_the_same_routine_with_other_tasks_rewards(monkeypatch):
-    """run_adaptation(shuffle_rewards=True) collects the same rollouts as the real run and only swaps rewards."""
+def _point_adaptation(num_tasks: int, num_envs: int):
+    """A fresh 16x16 point policy with fixed step sizes, a sampler and test-split tasks to adapt it on."""
     cfg = load_config(["env=point", "env.kwargs.image_size=[16,16]"])
     family = make_family(cfg.env.family, **cfg.env.kwargs)
-    tasks = family.sample("test", 4, 0)
     torch.manual_seed(0)
     policy = build_policy((16, 16, 3), 2, 2, cfg.policy)
     step_sizes = StepSizes(policy, 0.5, learnable=False).as_dict()
-    sampler = Sampler(family, 4)
+    return policy, step_sizes, Sampler(family, num_envs), family.sample("test", num_tasks, 0)
+
+
+def test_shuffled_control_is_the_same_routine_with_other_tasks_rewards(monkeypatch):
+    """run_adaptation(shuffle_rewards=True) collects the same rollouts as the real run and only swaps rewards."""
+    policy, step_sizes, sampler, tasks = _point_adaptation(num_tasks=4, num_envs=4)
     collected, adapted_on = [], []
     real_collect, real_split = sampler.collect, adaptation.split_by_task
 
@@ -164,13 +168,7 @@ def test_shuffled_control_is_the_same_routine_with_other_tasks_rewards(monkeypat
 
 def test_control_beside_the_real_run_equals_the_two_runs_apart_for_fewer_episodes():
     """with_control=True shares the step-0 evaluation and first-step rollouts, and changes no number."""
-    cfg = load_config(["env=point", "env.kwargs.image_size=[16,16]"])
-    family = make_family(cfg.env.family, **cfg.env.kwargs)
-    tasks = family.sample("test", 3, 0)
-    torch.manual_seed(0)
-    policy = build_policy((16, 16, 3), 2, 2, cfg.policy)
-    step_sizes = StepSizes(policy, 0.5, learnable=False).as_dict()
-    sampler = Sampler(family, 8)
+    policy, step_sizes, sampler, tasks = _point_adaptation(num_tasks=3, num_envs=8)
     collected = []
     real_collect = sampler.collect
 

@@ -90,25 +90,21 @@ def run_adaptation(
         return sampler.collect(tasks, eval_episodes, PolicyActor(policy, arm.params, deterministic=True),
                                seed=seed + EVAL_SEED_OFFSET, progress=f"{label}eval step {step}" if progress else None)
 
+    def explore(arm: _Arm, step: int, label: str) -> RolloutBatch:
+        act = PolicyActor(policy, arm.params, deterministic=False, seed=seed + step)
+        return sampler.collect(tasks, rollouts_per_task, act, seed=seed + step,
+                               progress=f"{label}adapt step {step}" if progress else None)
+
     if eval_episodes:  # hardware (eval_episodes=0): no separate evaluation; each step reports its training rollouts
         first = evaluate(arms[0], 0, "")
         for arm in arms:
             record(arm, 0, first)
-    first_rollouts = None
     for step in range(1, steps + 1):
+        # At step 1 every arm still has the starting parameters: one collection serves them all.
+        shared = explore(arms[0], step, "") if step == 1 else None
         for arm in arms:
             label = "control " if arm.source is not None and with_control else ""
-            if step == 1 and first_rollouts is not None:
-                batch = first_rollouts  # every arm still has the starting parameters: the same episodes
-            else:
-                batch = sampler.collect(
-                    tasks,
-                    rollouts_per_task,
-                    PolicyActor(policy, arm.params, deterministic=False, seed=seed + step),
-                    seed=seed + step,
-                    progress=f"{label}adapt step {step}" if progress else None,
-                )
-                first_rollouts = batch if step == 1 else None
+            batch = shared if shared is not None else explore(arm, step, label)
             arm.episodes += batch.num_episodes
             rollouts = batch  # as run, with their own rewards (what eval_episodes=0 reports)
             if arm.source is not None:
