@@ -3,9 +3,10 @@
 Measures on this machine, at the main job's push settings (``+experiment=push_cpu``: 24x32
 images, horizon 30, 20 envs in lockstep, the conv policy acting):
 
-1. **Memory per env**: resident memory added by each robosuite env after the first, in a
-   fresh process, for this checkout and (``--before PATH``) another checkout, e.g. the
-   commit before the memory work.
+1. **Memory per env and one env's steps/s**: resident memory added by each robosuite env
+   after the first, and one env's image steps/s with random actions, in a fresh process, for
+   this checkout and (``--before PATH``) another checkout, e.g. the commit before a change;
+   rounds interleaved, the steps/s ratio is the median of per-round ratios.
 2. **Image steps/s** through ``Sampler.collect`` for ``sync`` (in-process), ``parallel``
    with 1 and 2 workers, and ``ray`` with 1 and 2 actors (a local 2-CPU Ray); rounds are
    interleaved so load changes hit every backend alike. Every backend's batch is checked
@@ -35,8 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 PUSH = dict(image_size=(24, 32), horizon=30)
 
-_MEMORY_PROBE = """
-import ctypes, json, sys
+_ENV_PROBE = """
+import ctypes, json, sys, time
 import numpy as np
 def rss():
     ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -49,15 +50,44 @@ first = rss()
 for _ in range({n}):
     envs.append(family.make_env())
     envs[-1].reset(seed=0); envs[-1].step(np.zeros(3))
-print(json.dumps({{"first_env_mb": first - base, "per_env_mb": (rss() - first) / {n}}}))
+per_env = (rss() - first) / {n}
+env, actions = envs[0], np.random.default_rng(0).uniform(-1, 1, ({steps}, 3))
+start = time.perf_counter()
+for t, action in enumerate(actions):
+    if t % 30 == 0:
+        env.reset(seed=t)
+    env.step(action)
+rate = {steps} / (time.perf_counter() - start)
+print(json.dumps({{"first_env_mb": first - base, "per_env_mb": per_env, "env_steps_per_s": rate}}))
 """
 
 
-def memory_per_env(checkout: Path, n: int = 4) -> dict[str, float]:
+def env_probe(checkout: Path, n: int = 4, steps: int = 600) -> dict[str, float]:
+    """Memory per env and one env's image steps/s (random actions), in a fresh process on ``checkout``'s code."""
     env = {**os.environ, "PYTHONPATH": str(checkout), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE.format(n=n)], env=env, capture_output=True, text=True,
-                         timeout=900, check=True, cwd=checkout)  # cwd: `python -c` imports from it first
+    out = subprocess.run([sys.executable, "-c", _ENV_PROBE.format(n=n, steps=steps)], env=env, capture_output=True,
+                         text=True, timeout=900, check=True, cwd=checkout)  # cwd: `python -c` imports from it first
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def checkouts_side_by_side(checkouts: dict[str, Path], rounds: int) -> dict[str, dict]:
+    """``env_probe`` on each checkout, rounds interleaved so load changes hit both alike; best steps/s, median ratio."""
+    runs: dict[str, list[dict]] = {name: [] for name in checkouts}
+    for r in range(rounds):
+        for name, path in checkouts.items():
+            runs[name].append(env_probe(path))
+            print(f"round {r} {name:6s} {runs[name][-1]}", flush=True)
+    out: dict[str, dict] = {
+        name: {"per_env_mb": float(np.median([x["per_env_mb"] for x in rows])),
+               "first_env_mb": float(np.median([x["first_env_mb"] for x in rows])),
+               "env_steps_per_s_best": max(x["env_steps_per_s"] for x in rows),
+               "env_steps_per_s_rounds": [x["env_steps_per_s"] for x in rows]}
+        for name, rows in runs.items()
+    }
+    if "before" in runs:
+        ratios = [a["env_steps_per_s"] / b["env_steps_per_s"] for a, b in zip(runs["after"], runs["before"])]
+        out["after_over_before_steps_per_s"] = {"median": float(np.median(ratios)), "rounds": ratios}
+    return out
 
 
 def bare_env_steps_per_s(steps: int = 600) -> float:
@@ -157,7 +187,8 @@ def meta_iteration(backend: str, workers: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before", type=Path, help="another checkout to measure memory per env in (the 'before')")
+    parser.add_argument("--before", type=Path,
+                        help="another checkout to measure memory per env and one env's steps/s in (the 'before')")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--tasks", type=int, default=4)
     parser.add_argument("--episodes", type=int, default=20, help="per task, per throughput measurement")
@@ -172,10 +203,9 @@ def main() -> None:
     results: dict = {"load_avg_at_start": load, "cpus": os.cpu_count()}
     print(f"load average at start: {load}", flush=True)
 
-    results["memory"] = {"after": memory_per_env(ROOT)}
-    if args.before:
-        results["memory"]["before"] = memory_per_env(args.before)
-    print("memory per env:", results["memory"], flush=True)
+    checkouts = {"after": ROOT, **({"before": args.before} if args.before else {})}
+    results["memory"] = checkouts_side_by_side(checkouts, args.rounds)
+    print("memory per env and one env's steps/s, by checkout:", results["memory"], flush=True)
 
     results["bare_env_steps_per_s"] = bare_env_steps_per_s()
     print(f"bare env, one process: {results['bare_env_steps_per_s']:.0f} steps/s", flush=True)
