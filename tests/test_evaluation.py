@@ -12,6 +12,7 @@ from robot_envs.base import Task
 from vision_gmps import adaptation
 from vision_gmps.config import load_config
 from vision_gmps.evaluation import (
+    CONTROL,
     bootstrap_interval,
     derangement,
     paired_counts,
@@ -22,6 +23,7 @@ from vision_gmps.evaluation import (
     wilson_interval,
 )
 from vision_gmps.policy import StepSizes, build_policy
+from vision_gmps.report import final_metric_text
 from vision_gmps.rollouts import RolloutBatch, Sampler
 
 
@@ -210,3 +212,25 @@ def test_valid_split_is_disjoint_and_train_test_are_unchanged():
         assert [t.params for t in family.sample(split, 5, 0)] == expected
     keys = {split: {family._key(t) for t in family.sample(split, 50, 0)} for split in SPLITS}
     assert not keys["valid"] & keys["train"] and not keys["valid"] & keys["test"] and not keys["train"] & keys["test"]
+
+
+def test_final_metrics_per_task_give_a_paired_change_next_to_the_control():
+    """Success can stay flat while the final distance moves: each task's final metric is kept, and the change gets an interval."""
+    policy, step_sizes, sampler, tasks = _point_adaptation(num_tasks=3, num_envs=6)
+    try:
+        real = adaptation.run_adaptation(policy, step_sizes, sampler, tasks, 2, 6, eval_episodes=2, with_control=True)
+    finally:
+        sampler.close()
+    for result in (real, real.control):
+        distance = result.per_task_final["distance"]
+        assert distance.shape == (3, 3)  # steps + 1, tasks
+        for row, per_task in zip(result.rows, distance):  # every task has 2 starts: the mean of task means is the row's
+            assert per_task.mean() == pytest.approx(row["final_distance"])
+    rows = protocol_rows(real.rows, real.per_task_success, per_task_final=real.per_task_final)
+    change = real.per_task_final["distance"][2] - real.per_task_final["distance"][0]
+    assert rows[2]["change_final_distance"] == pytest.approx(change.mean()) and rows[0]["change_final_distance"] == 0
+    assert rows[2]["change_final_distance_low"] <= change.mean() <= rows[2]["change_final_distance_high"]
+    assert np.any(change != 0), "no task moved: the test would not see a wrong sign or step"
+    (text,) = final_metric_text({"learned": real, CONTROL: real.control})
+    assert text.startswith(f"The final distance went from {real.rows[0]['final_distance']:.3g}")
+    assert f"{rows[2]['change_final_distance']:+.3g}" in text and "with the shuffled reward" in text

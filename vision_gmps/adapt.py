@@ -125,11 +125,12 @@ def write_viewer_outputs(run_dir: Path, cfg: DictConfig, family, policy, tasks: 
 
 def write_results(run_dir: Path, results: dict[str, AdaptationResult]) -> None:
     rows = [{"step_size": mode, **row} for mode, r in results.items()
-            for row in protocol_rows(r.rows, r.per_task_success)]
+            for row in protocol_rows(r.rows, r.per_task_success, per_task_final=r.per_task_final)]
     (run_dir / "adapt_results.json").write_text(json.dumps(rows, indent=1))
     (run_dir / "adapt_results.md").write_text(markdown_table(rows))
     per_task = {mode: {"per_task_success": r.per_task_success.tolist(), "tasks": [t.task_id for t in r.first_eval.tasks],
-                       "reward_source": None if r.reward_source is None else r.reward_source.tolist()}
+                       "reward_source": None if r.reward_source is None else r.reward_source.tolist(),
+                       **{f"per_task_final_{k}": v.tolist() for k, v in r.per_task_final.items()}}
                 for mode, r in results.items()}
     (run_dir / "adapt_per_task.json").write_text(json.dumps(per_task))
 

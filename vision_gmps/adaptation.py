@@ -36,6 +36,9 @@ class AdaptationResult:
     reward_source: np.ndarray | None = None  # control only: task i adapted on task reward_source[i]'s rewards
     eval_seed: int = 0  # the sampler seed of every evaluation (to replay an episode for a video)
     control: "AdaptationResult | None" = None  # run_adaptation(with_control=True): the reward-shuffled control
+    # per step-metric (e.g. "distance", "angle_error"): [steps + 1, num_tasks], each task's mean final value over its
+    # evaluation starts, so a change in distance or angle gets a paired interval over tasks, as success does
+    per_task_final: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -46,6 +49,7 @@ class _Arm:
     params: list[Params]
     rows: list[dict[str, float]] = field(default_factory=list)
     per_task: list[np.ndarray] = field(default_factory=list)
+    per_task_final: dict[str, list[np.ndarray]] = field(default_factory=dict)
     evals: list[RolloutBatch] = field(default_factory=list)
     episodes: int = 0
 
@@ -83,6 +87,8 @@ def run_adaptation(
     def record(arm: _Arm, step: int, batch: RolloutBatch) -> None:
         arm.evals.append(batch)
         arm.per_task.append(batch.per_task(batch.episode_success.astype(float)))
+        for key, values in batch.extras.items():
+            arm.per_task_final.setdefault(key, []).append(batch.per_task(values[:, -1].astype(float)))
         rate = success_rate(batch.episode_success, batch.task_index, seed=step)
         arm.rows.append({"step": step, **batch.summary(), **rate.as_dict(), "episodes": arm.episodes})
 
@@ -116,7 +122,8 @@ def run_adaptation(
             else:  # they ran with the parameters of the previous step
                 record(arm, step - 1, rollouts)
     results = [AdaptationResult(a.rows, np.stack(a.per_task), a.params, a.evals[-1], a.evals[0], a.source,
-                                seed + EVAL_SEED_OFFSET) for a in arms]
+                                seed + EVAL_SEED_OFFSET,
+                                per_task_final={k: np.stack(v) for k, v in a.per_task_final.items()}) for a in arms]
     if with_control:
         results[0].control = results[1]
     return results[0]

@@ -12,7 +12,8 @@ the same statistics the same way:
   are treated as independent draws) and a 95% percentile bootstrap over tasks (tasks resampled
   with all their episodes, which also covers the correlation between starts of one task).
   Gains (after K steps minus before) get a paired bootstrap over tasks.
-* **Paired view.** Per task, success after step K against step 0: improved, same or worse.
+* **Paired view.** Per task, success after step K against step 0: improved, same or worse; and the
+  change of each final step metric (push's distance, door's angle error), with its paired interval.
 * **Reward-shuffled control.** ``run_adaptation(..., shuffle_rewards=True)`` runs the same routine
   with each task's rewards replaced by another task's (a derangement drawn once per run): if
   the policy gains as much without its own reward, the gain is not adaptation. ``with_control=True``
@@ -112,7 +113,8 @@ def paired_counts(per_task: np.ndarray) -> list[dict[str, int]]:
 
 
 def gain(per_task: np.ndarray, step: int, seed: int = 0) -> tuple[float, tuple[float, float]]:
-    """Mean per-task success gain from step 0 to ``step``, with a paired bootstrap interval over tasks."""
+    """Mean per-task change from step 0 to ``step`` (of success, or any per-task value), with a paired bootstrap
+    interval over tasks."""
     diff = np.asarray(per_task[step], dtype=float) - np.asarray(per_task[0], dtype=float)
     return float(diff.mean()), bootstrap_interval(diff, seed)
 
@@ -156,10 +158,23 @@ def format_seeds(values: list[float]) -> str:
     return f"{s['mean']:.2f} ± {s['std']:.2f} (n={s['seeds']}, range {s['min']:.2f}-{s['max']:.2f})"
 
 
-def protocol_rows(rows: list[dict], per_task: np.ndarray, seed: int = 0) -> list[dict]:
-    """Each step's row with its paired counts against step 0 and its gain (paired bootstrap over tasks)."""
+def protocol_rows(rows: list[dict], per_task: np.ndarray, seed: int = 0,
+                  per_task_final: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """Each step's row with its paired counts against step 0 and its gain (paired bootstrap over tasks).
+
+    ``per_task_final`` ({metric: [steps + 1, tasks]}, e.g. ``AdaptationResult.per_task_final``) adds
+    ``change_final_<metric>`` with its paired interval: success can stay flat while the final distance
+    or angle error moves, and that change is part of what adaptation did.
+    """
     out = []
     for row, counts in zip(rows, paired_counts(per_task)):
-        g, (low, high) = gain(per_task, int(row["step"]), seed)
-        out.append({**row, **{k: v for k, v in counts.items() if k != "step"}, "gain": g, "gain_low": low, "gain_high": high})
+        step = int(row["step"])
+        g, (low, high) = gain(per_task, step, seed)
+        extra = {}
+        for key, values in (per_task_final or {}).items():
+            change, (c_low, c_high) = gain(values, step, seed)
+            extra.update({f"change_final_{key}": change, f"change_final_{key}_low": c_low,
+                          f"change_final_{key}_high": c_high})
+        out.append({**row, **{k: v for k, v in counts.items() if k != "step"}, "gain": g, "gain_low": low, "gain_high": high,
+                    **extra})
     return out
