@@ -10,8 +10,8 @@ images, horizon 30, 20 envs in lockstep, the conv policy acting):
 2. **Image steps/s** through ``Sampler.collect`` for ``sync`` (in-process), ``parallel``
    with 1 and 2 workers, and ``ray`` with 1 and 2 actors (a local 2-CPU Ray); rounds are
    interleaved so load changes hit every backend alike. Every backend's batch is checked
-   to be identical to the ``sync`` one. Plus the bare env's single-process steps/s (no
-   sampler, random actions): "full two-core env throughput" is twice that.
+   to be identical to the ``sync`` one. "Full two-core env throughput" is twice this
+   checkout's one-env steps/s from part 1 (no sampler, random actions; best round).
 3. **Meta-iteration wall time** (one GMPS iteration of push_cpu: 10 tasks x 40 rollouts x 30
    steps, then 30 second-order Adam steps), split into sampling and learner time, for
    ``sync`` and ``parallel`` with 2 workers (``--iteration-backends`` to change).
@@ -88,23 +88,6 @@ def checkouts_side_by_side(checkouts: dict[str, Path], rounds: int) -> dict[str,
         ratios = [a["env_steps_per_s"] / b["env_steps_per_s"] for a, b in zip(runs["after"], runs["before"])]
         out["after_over_before_steps_per_s"] = {"median": float(np.median(ratios)), "rounds": ratios}
     return out
-
-
-def bare_env_steps_per_s(steps: int = 600) -> float:
-    from robot_envs import make_family
-
-    env = make_family("push", **PUSH).make_env()
-    env.reset(seed=0)
-    rng = np.random.default_rng(0)
-    actions = rng.uniform(-1, 1, (steps, 3))
-    start = time.perf_counter()
-    for t, action in enumerate(actions):
-        if t % PUSH["horizon"] == 0:
-            env.reset(seed=t)
-        env.step(action)
-    rate = steps / (time.perf_counter() - start)
-    env.close()
-    return rate
 
 
 def policy_and_actor():
@@ -207,7 +190,8 @@ def main() -> None:
     results["memory"] = checkouts_side_by_side(checkouts, args.rounds)
     print("memory per env and one env's steps/s, by checkout:", results["memory"], flush=True)
 
-    results["bare_env_steps_per_s"] = bare_env_steps_per_s()
+    # the ideal sampling rate below: this checkout's one env, best of the probe's rounds
+    results["bare_env_steps_per_s"] = results["memory"]["after"]["env_steps_per_s_best"]
     print(f"bare env, one process: {results['bare_env_steps_per_s']:.0f} steps/s", flush=True)
 
     import ray

@@ -107,12 +107,14 @@ def final_metric_text(results: dict[str, AdaptationResult]) -> list[str]:
     real_modes = [m for m in results if m != CONTROL]
     first = results[real_modes[0]]
     signed = lambda v, lo, hi: f"{v:+.3g} [{lo:+.3g}, {hi:+.3g}]"  # noqa: E731
+    if not first.per_task_final:
+        return []
+    rows = {mode: protocol_rows(r.rows, r.per_task_success, per_task_final=r.per_task_final)
+            for mode, r in results.items()}
+    r0, rk = rows[real_modes[0]][0], rows[real_modes[0]][-1]
     parts = []
     for key in first.per_task_final:
         name = key.replace("_", " ")
-        rows = {mode: protocol_rows(r.rows, r.per_task_success, per_task_final=r.per_task_final)
-                for mode, r in results.items() if key in r.per_task_final}
-        r0, rk = rows[real_modes[0]][0], rows[real_modes[0]][-1]
         change = f"change_final_{key}"
         text = (f"The final {name} went from {r0[f'final_{key}']:.3g} to {rk[f'final_{key}']:.3g} after {rk['step']} steps, "
                 f"a paired change of {signed(rk[change], rk[change + '_low'], rk[change + '_high'])} per task")
