@@ -1,10 +1,16 @@
-"""Time of one GMPS outer step at push_cpu sizes: rollout images converted per step against once.
+"""Time of one GMPS outer step at push_cpu sizes: how the rollout images reach the encoder.
 
 A meta-iteration's 30 second-order outer steps all re-encode the same pre-update rollouts
-(10 tasks x 40 episodes x 30 steps = 12,000 images at 24x32). Converting those uint8 images to
-the encoder's float input took ~1/5 of a step; the trainer now converts them once per iteration
-(``vision_gmps.meta.batch_pixels``). Both paths run here, interleaved in rounds on the same
-synthetic batch (the cost depends only on the shapes), with identical losses asserted.
+(10 tasks x 40 episodes x 30 steps = 12,000 images at 24x32). Three ways, interleaved in rounds
+on the same synthetic batch (the cost depends only on the shapes):
+
+* ``per step``: the uint8 images converted to the encoder's float input at every outer step;
+* ``once, one call``: converted once per iteration (``vision_gmps.meta.batch_pixels``, since
+  2026-12-06), all 12,000 through the conv encoder in one call;
+* ``once, chunks``: converted once, encoded in chunks of ``policy.ENCODE_CHUNK`` images (the
+  default since 2026-12-07), which keeps each conv call's activations in the CPU caches.
+
+Losses are asserted equal (bit for bit between the first two; to float rounding for chunks).
 
     python benchmarks/outer_step.py                 # push_cpu sizes, torch's default threads
     python benchmarks/outer_step.py --threads 1 --rounds 5
@@ -18,6 +24,7 @@ import time
 
 import torch
 
+import vision_gmps.policy as policy_module
 from vision_gmps.inner import TaskBatch
 from vision_gmps.meta import batch_pixels, bc_loss, gmps_loss
 from vision_gmps.policy import ConvGaussianPolicy, PolicySpec, StepSizes
@@ -32,6 +39,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="outer steps per measurement")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="0: torch's default")
+    ap.add_argument("--chunk", type=int, default=policy_module.ENCODE_CHUNK, help="images per encoder call for 'chunks'")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,9 +65,10 @@ def main() -> None:
         return gmps_loss(policy, params, step_sizes.as_dict(), pre, experts, pre_pixels=pixels) + bc_loss(
             policy, params, experts)
 
-    assert torch.equal(loss(None), loss(batch_pixels(policy, pre)))
+    variants = {"per step": (False, 0), "once, one call": (True, 0), f"once, chunks of {args.chunk}": (True, args.chunk)}
 
-    def measure(once: bool) -> float:
+    def measure(once: bool, chunk: int) -> float:
+        policy_module.ENCODE_CHUNK = chunk
         start = time.perf_counter()
         pixels = batch_pixels(policy, pre) if once else None  # counted: the trainer pays it once per iteration
         for _ in range(args.steps):
@@ -68,18 +77,27 @@ def main() -> None:
             opt.step()
         return (time.perf_counter() - start) / args.steps
 
-    measure(True)  # warm-up
-    times: dict[str, list[float]] = {"per step": [], "once": []}
+    losses = {}
+    for name, (once, chunk) in variants.items():
+        policy_module.ENCODE_CHUNK = chunk
+        losses[name] = loss(batch_pixels(policy, pre) if once else None).detach()
+    first, second, third = losses.values()
+    assert torch.equal(first, second) and torch.allclose(second, third, rtol=1e-5), losses
+
+    measure(True, args.chunk)  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.rounds):
-        times["per step"].append(measure(False))
-        times["once"].append(measure(True))
+        for name, (once, chunk) in variants.items():
+            times[name].append(measure(once, chunk))
     print(f"{args.tasks} tasks x {args.frames_per_task} images {h}x{w}, expert batch {args.expert_batch}, "
           f"threads {torch.get_num_threads()}, {args.rounds} rounds x {args.steps} steps")
-    print("| images converted | s per outer step, median | best |\n|---|---:|---:|")
+    print("| images reach the encoder | s per outer step, median | best |\n|---|---:|---:|")
     for name, values in times.items():
         print(f"| {name} | {statistics.median(values):.3f} | {min(values):.3f} |")
-    ratios = [a / b for a, b in zip(times["per step"], times["once"])]
-    print(f"speed-up per round: {' '.join(f'{r:.2f}x' for r in ratios)} (median {statistics.median(ratios):.2f}x)")
+    names = list(variants)
+    for a, b in zip(names, names[1:]):
+        ratios = [x / y for x, y in zip(times[a], times[b])]
+        print(f"{b} against {a}: {' '.join(f'{r:.2f}x' for r in ratios)} per round (median {statistics.median(ratios):.2f}x)")
 
 
 if __name__ == "__main__":

@@ -43,8 +43,10 @@ def sweep(ckpt: Path, scales: list[float], args: argparse.Namespace) -> dict[flo
             result = run_adaptation(policy, sizes, sampler, tasks, args.steps, args.rollouts, cfg.algo.gamma,
                                     cfg.algo.baseline, args.eval_episodes, args.seed)
             out[scale] = result.rows
-            print(f"{ckpt}: scale {scale:g}: " + " -> ".join(f"{r['success']:.2f}" for r in result.rows)
-                  + f" ({time.perf_counter() - start:.0f} s)", flush=True)
+            finals = "".join(f"; {k}: " + " -> ".join(f"{r[k]:.3g}" for r in result.rows)
+                             for k in result.rows[0] if k.startswith("final_"))
+            print(f"{ckpt}: scale {scale:g}: success " + " -> ".join(f"{r['success']:.2f}" for r in result.rows)
+                  + finals + f" ({time.perf_counter() - start:.0f} s)", flush=True)
     finally:
         sampler.close()
     return out

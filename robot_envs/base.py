@@ -33,7 +33,8 @@ Contract of every env built by ``TaskFamily.make_env``:
 What the family itself declares, so the stack needs no per-family code:
 
 * ``step_metrics``: names of extra per-step ``info`` scalars (e.g. ``"distance"``) that samplers
-  record and reports show as ``final_<name>``.
+  record and reports show as ``final_<name>``; ``step_metric_units`` (optional) names their units
+  (``{"distance": "m"}``) for the report's text and tables.
 * ``expert``: which scripted expert labels its states (``"module:Class"``, a registered expert
   name, or ``None`` for the expert registered under the family's name), and ``expert_kwargs()``:
   the settings that expert needs from the family (e.g. metres per unit action).
@@ -102,6 +103,8 @@ class TaskFamily(abc.ABC):
     horizon: int
     # Per-step ``info`` scalars the stack records, logs and reports (final value per episode).
     step_metrics: ClassVar[tuple[str, ...]] = ()
+    # Their units, for reports ({"distance": "m"}); a metric without one is printed bare.
+    step_metric_units: ClassVar[dict[str, str]] = {}
     # The scripted expert for this family: "module:Class", a registered expert name, or None
     # (the expert registered under ``name``: built in, or an entry point of ``vision_gmps.experts``).
     expert: ClassVar[str | None] = None

@@ -223,6 +223,7 @@ class DoorFamily(RobosuiteFamily):
     name = "door"
     env_class = DoorEnv
     step_metrics = ("angle_error",)
+    step_metric_units = {"angle_error": "deg"}
 
     def __init__(
         self,

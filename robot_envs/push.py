@@ -190,6 +190,7 @@ class PushFamily(RobosuiteFamily):
     name = "push"
     env_class = PushEnv
     step_metrics = ("distance",)
+    step_metric_units = {"distance": "m"}
 
     def __init__(
         self,

@@ -73,6 +73,12 @@ def select_gl_backend() -> str:
         os.environ["MUJOCO_GL"] = chosen
     if chosen in GL_BACKENDS:
         os.environ.setdefault("PYOPENGL_PLATFORM", chosen)
+    # Mesa's software rasteriser (llvmpipe, behind EGL without a GPU and behind OSMesa) hands each
+    # frame to one helper thread per core by default. For policy images (24x32 to 64x64) the
+    # hand-off costs more than it saves, and a sampler already runs one env process per core:
+    # rasterising in the calling thread renders push at 24x32 in 1.3 ms instead of 1.9 ms, with
+    # identical pixels (benchmarks/sampler_speed.md). Only llvmpipe reads it; a user's value wins.
+    os.environ.setdefault("LP_NUM_THREADS", "0")
     return chosen
 
 

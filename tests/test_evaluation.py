@@ -232,5 +232,10 @@ def test_final_metrics_per_task_give_a_paired_change_next_to_the_control():
     assert rows[2]["change_final_distance_low"] <= change.mean() <= rows[2]["change_final_distance_high"]
     assert np.any(change != 0), "no task moved: the test would not see a wrong sign or step"
     (text,) = final_metric_text({"learned": real, CONTROL: real.control})
-    assert text.startswith(f"The final distance went from {real.rows[0]['final_distance']:.3g}")
+    assert text.startswith(f"The final distance went from {real.rows[0]['final_distance']:.3g} to")
     assert f"{rows[2]['change_final_distance']:+.3g}" in text and "with the shuffled reward" in text
+    # a family that names its units gets them after every number (push: m, door: deg)
+    (text,) = final_metric_text({"learned": real, CONTROL: real.control}, units={"distance": "m"})
+    assert text.startswith(f"The final distance went from {real.rows[0]['final_distance']:.3g} m to")
+    assert f"{rows[2]['change_final_distance_high']:+.3g}] m per task" in text and text.endswith("] m.")
+    assert make_family("push").step_metric_units == {"distance": "m"}

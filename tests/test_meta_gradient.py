@@ -144,3 +144,28 @@ def test_pixels_converted_once_give_the_same_losses_and_gradients():
             assert (ga is None and gb is None) or torch.equal(ga, gb)
     with pytest.raises(ValueError, match="batch_pixels"):
         gmps_loss(policy, policy.params(), step_sizes.as_dict(), tasks, experts, pre_pixels=post_pixels[:-1])
+
+
+def test_encoding_in_chunks_gives_the_same_keypoints_and_meta_gradient(monkeypatch):
+    """Big batches are encoded in chunks (policy.ENCODE_CHUNK, for cache locality): nothing else may change."""
+    import vision_gmps.policy as policy_module
+
+    policy, step_sizes, tasks, experts = _setup(seed=5)
+    leaves = list(policy.parameters()) + list(step_sizes.parameters())
+    images = torch.cat([tb.images for tb in tasks])
+
+    def run():
+        loss = gmps_loss(policy, policy.params(), step_sizes.as_dict(), tasks, experts)
+        return policy.encode(images, policy.params()), loss, torch.autograd.grad(loss, leaves, allow_unused=True)
+
+    monkeypatch.setattr(policy_module, "ENCODE_CHUNK", 0)
+    keypoints, loss, grads = run()
+    monkeypatch.setattr(policy_module, "ENCODE_CHUNK", 5)  # 24 rollout images: chunks of 5, 5, 5, 5, 4
+    chunked_keypoints, chunked_loss, chunked_grads = run()
+    assert len(images) == 24
+    torch.testing.assert_close(chunked_keypoints, keypoints, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(chunked_loss, loss, rtol=1e-12, atol=0)
+    for whole, chunked in zip(grads, chunked_grads):
+        assert (whole is None) == (chunked is None)
+        if whole is not None:
+            torch.testing.assert_close(chunked, whole, rtol=1e-10, atol=1e-12)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -68,9 +69,20 @@ def test_per_task_expert_reaches_its_task_and_refuses_other_tasks(per_task_zoo, 
         load_zoo_expert(per_task_zoo, point, point.sample("train", 2, 0))
 
 
+def test_training_an_expert_leaves_nothing_in_the_temp_folder(tmp_path, monkeypatch, point):
+    """SB3's default logger makes an empty /tmp/SB3-<date> folder per model; the zoo gives it a silent one."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    train_zoo(tmp_path / "zoo", "goal", "point", {"image_size": [16, 16]}, point.sample("train", 2, 0), steps=60,
+              eval_episodes=1)
+    assert (tmp_path / "zoo" / "zoo.json").is_file() and not list(scratch.glob("SB3-*"))
+
+
 def test_exported_actor_is_sb3s_deterministic_action(point):
     """The tensors-only actor the zoo loads gives exactly SB3's deterministic action, for both observation kinds."""
     from stable_baselines3 import SAC
+    from stable_baselines3.common.logger import Logger
     from stable_baselines3.her import HerReplayBuffer
 
     tasks = point.sample("train", 2, 0)
@@ -79,6 +91,7 @@ def test_exported_actor_is_sb3s_deterministic_action(point):
         extra = {"replay_buffer_class": HerReplayBuffer} if goal else {}
         model = SAC("MultiInputPolicy" if goal else "MlpPolicy", env, learning_starts=50, policy_kwargs={"net_arch": [8]},
                     seed=0, device="cpu", **extra)
+        model.set_logger(Logger(folder=None, output_formats=[]))  # no /tmp/SB3-<date> folder
         model.learn(120)
         actor = ActorMLP(actor_tensors(model))
         obs, _ = env.reset(seed=3)

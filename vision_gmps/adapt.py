@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -30,7 +31,7 @@ from vision_gmps.config import ConfigError, load_config
 from vision_gmps.rollouts import Sampler
 from vision_gmps.run_logging import RunLogger
 from vision_gmps.runs import setup_logging
-from vision_gmps.evaluation import CONTROL, format_interval, protocol_rows
+from vision_gmps.evaluation import CONTROL, format_interval, protocol_rows, with_unit
 from vision_gmps.video import write_mp4
 from vision_gmps.viewer import before_after_clip, contact_sheet, eval_reset_seed, replay_views
 
@@ -102,7 +103,7 @@ def adapt(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Adap
         video = write_viewer_outputs(run_dir, cfg, family, policy, tasks, results[chosen[0]])
         logger.log_video("adapt/task0_before_after", video)
         log.info("results and video in %s", run_dir)
-        print_results(results, state["algo"], acfg.split)
+        print_results(results, state["algo"], acfg.split, family.step_metric_units)
     finally:
         logger.finish()
         sampler.close()
@@ -143,13 +144,14 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def print_results(results: dict[str, AdaptationResult], algo: str, split: str = "test") -> None:
+def print_results(results: dict[str, AdaptationResult], algo: str, split: str = "test",
+                  units: Mapping[str, str] | None = None) -> None:
     for mode, result in results.items():
         r0 = result.rows[0]
         n_tasks = len(result.first_eval.tasks)
         table = Table(title=f"{algo}: {split} split, {mode}, {n_tasks} tasks x {result.first_eval.num_episodes // n_tasks} starts")
         for c in ("step", "success [95% Wilson]", "bootstrap over tasks", "improved/same/worse", "gain [95% paired bootstrap]",
-                  *[k for k in r0 if k.startswith("final_")], "adaptation episodes"):
+                  *[with_unit(k, units or {}) for k in r0 if k.startswith("final_")], "adaptation episodes"):
             table.add_column(c, justify="right")
         for row in protocol_rows(result.rows, result.per_task_success):
             table.add_row(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from robot_envs import make_family
+from robot_envs import family_class, make_family
 from vision_gmps.adapt import adapt
 from vision_gmps.checks import check_settings
 from vision_gmps.config import load_config
@@ -72,6 +72,7 @@ def run_demo(cfg: DictConfig) -> Path:
         config_summary=summary,
         inner_steps=cfg.algo.inner_steps,
         demo_episodes=demo_episodes,
+        units=family_class(cfg.env.family).step_metric_units,
     )
     log.info("report: %s", report)
     return report

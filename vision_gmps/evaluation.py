@@ -23,6 +23,7 @@ the same statistics the same way:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -58,6 +59,12 @@ class Rate:
 
 def format_interval(value: float, interval: tuple[float, float]) -> str:
     return f"{value:.2f} [{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
+def with_unit(column: str, units: Mapping[str, str]) -> str:
+    """``final_distance`` -> ``final_distance (m)`` where the family names the unit of ``distance``."""
+    unit = units.get(column.removeprefix("final_"))
+    return f"{column} ({unit})" if unit else column
 
 
 def wilson_interval(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:

@@ -8,6 +8,7 @@ and do not show.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -16,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from vision_gmps.adaptation import AdaptationResult  # noqa: E402
-from vision_gmps.evaluation import CONTROL, format_interval, protocol_rows  # noqa: E402
+from vision_gmps.evaluation import CONTROL, format_interval, protocol_rows, with_unit  # noqa: E402
 
 TRAIN_CURVES = {
     "pre/success": "train tasks, before adaptation (stochastic)",
@@ -81,10 +82,10 @@ def step_budget_text(metrics: list[dict]) -> str:
             + " The held-out adaptation below adds its own rollouts (the table's last column, in episodes).")
 
 
-def adaptation_table(results: dict[str, AdaptationResult]) -> str:
+def adaptation_table(results: dict[str, AdaptationResult], units: Mapping[str, str] | None = None) -> str:
     extra = [k for k in results[next(iter(results))].rows[0] if k.startswith("final_")]
     header = ["run", "step", "success [95% Wilson]", "[95% bootstrap over tasks]", "improved / same / worse vs step 0",
-              "gain vs step 0 [95% paired bootstrap]", *extra, "adaptation episodes"]
+              "gain vs step 0 [95% paired bootstrap]", *[with_unit(k, units or {}) for k in extra], "adaptation episodes"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for mode, result in results.items():
         name = "reward-shuffled control" if mode == CONTROL else f"adaptation ({mode} step sizes)"
@@ -98,7 +99,7 @@ def adaptation_table(results: dict[str, AdaptationResult]) -> str:
     return "\n".join(lines)
 
 
-def final_metric_text(results: dict[str, AdaptationResult]) -> list[str]:
+def final_metric_text(results: dict[str, AdaptationResult], units: Mapping[str, str] | None = None) -> list[str]:
     """The family's final distance or angle error, before -> after, with a paired interval, beside the control's.
 
     Success is a threshold; a run can move every block or door closer to its goal without crossing it,
@@ -114,18 +115,19 @@ def final_metric_text(results: dict[str, AdaptationResult]) -> list[str]:
     r0, rk = rows[real_modes[0]][0], rows[real_modes[0]][-1]
     parts = []
     for key in first.per_task_final:
-        name = key.replace("_", " ")
+        name, unit = key.replace("_", " "), f" {units[key]}" if units and units.get(key) else ""
         change = f"change_final_{key}"
-        text = (f"The final {name} went from {r0[f'final_{key}']:.3g} to {rk[f'final_{key}']:.3g} after {rk['step']} steps, "
-                f"a paired change of {signed(rk[change], rk[change + '_low'], rk[change + '_high'])} per task")
+        text = (f"The final {name} went from {r0[f'final_{key}']:.3g}{unit} to {rk[f'final_{key}']:.3g}{unit} after "
+                f"{rk['step']} steps, a paired change of {signed(rk[change], rk[change + '_low'], rk[change + '_high'])}{unit} "
+                "per task")
         if CONTROL in rows:
             ck = rows[CONTROL][-1]
-            text += f"; with the shuffled reward {signed(ck[change], ck[change + '_low'], ck[change + '_high'])}"
+            text += f"; with the shuffled reward {signed(ck[change], ck[change + '_low'], ck[change + '_high'])}{unit}"
         parts.append(text + ".")
     return parts
 
 
-def summary_text(results: dict[str, AdaptationResult], inner_steps: int = 1) -> str:
+def summary_text(results: dict[str, AdaptationResult], inner_steps: int = 1, units: Mapping[str, str] | None = None) -> str:
     """Plain-words reading of the table: what changed, whether it beats the control, what it does not show."""
     real_modes = [m for m in results if m != CONTROL]
     first = results[real_modes[0]]
@@ -165,7 +167,7 @@ def summary_text(results: dict[str, AdaptationResult], inner_steps: int = 1) -> 
         else:
             parts.append("The control gained as much as the real adaptation: this run gives no evidence that the "
                          "policy adapts to the hidden goal from reward.")
-    parts += final_metric_text(results)
+    parts += final_metric_text(results, units)
     parts.append(
         f"Every rate is over {n_tasks} held-out ({split}-split) tasks x {starts} evaluation start(s) "
         f"({n_tasks * starts} deterministic episodes, one task = {1 / n_tasks:.0%} of the bootstrap). "
@@ -188,7 +190,9 @@ def write_report(
     inner_steps: int = 1,
     demo_episodes: int = 0,
     sheet: Path | None = None,
+    units: Mapping[str, str] | None = None,
 ) -> Path:
+    """``units``: the family's ``step_metric_units``, for the final distance or angle columns and sentence."""
     metrics = read_metrics(run_dir / "train_metrics.jsonl")
     curve = plot_learning_curve(metrics, run_dir / "learning_curve.png", inner_steps)
     points = eval_points(metrics, "eval/success_post")
@@ -199,7 +203,7 @@ def write_report(
         step_budget_text(metrics),
         "",
         "## What this shows",
-        summary_text(results, inner_steps),
+        summary_text(results, inner_steps, units),
         f"Meta-training used {env_episodes} environment episodes"
         + (f" ({demo_episodes} of them the scripted demonstrations it learned from)." if demo_episodes else "."),
         "",
@@ -220,7 +224,7 @@ def write_report(
           for e, s, lo, hi in points],
         "",
         "## Adaptation on held-out test tasks (reward only, no expert)",
-        adaptation_table(results),
+        adaptation_table(results, units),
         "",
     ]
     if video is not None:

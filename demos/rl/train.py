@@ -95,6 +95,7 @@ def train_expert(job: ExpertJob) -> dict[str, Any]:
     """Train one SAC expert, export its actor as tensors, evaluate it; returns (and writes) its zoo entry."""
     import torch
     from stable_baselines3 import SAC
+    from stable_baselines3.common.logger import Logger
     from stable_baselines3.her import HerReplayBuffer
 
     torch.set_num_threads(max(1, int(job.torch_threads)))
@@ -110,6 +111,8 @@ def train_expert(job: ExpertJob) -> dict[str, Any]:
         extra = {"replay_buffer_class": HerReplayBuffer, "replay_buffer_kwargs": {**HER_DEFAULTS, **job.her}}
     model = SAC("MultiInputPolicy" if goal else "MlpPolicy", env, policy_kwargs={"net_arch": net_arch},
                 seed=job.seed, device="cpu", verbose=0, **sac, **extra)
+    # Without a logger of its own, SB3 configures one that creates an empty /tmp/SB3-<date> folder per model.
+    model.set_logger(Logger(folder=None, output_formats=[]))
     model.learn(total_timesteps=int(job.steps), progress_bar=False)
     train_steps = env.env_steps
     train_s = time.perf_counter() - start

@@ -104,6 +104,7 @@ class ReachFamily(TaskFamily):
 
     name = "reach"
     step_metrics = ("distance",)  # logged per step, reported as final_distance
+    step_metric_units = {"distance": "m"}
     # expert = None: the expert registered under "reach" (this package's entry point)
 
     def __init__(self, image_size: tuple[int, int] = (24, 24), horizon: int = 20, max_delta: float = 0.03,
