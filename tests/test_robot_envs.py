@@ -335,10 +335,15 @@ def test_gl_backend_choice(monkeypatch):
 
     from robot_envs import rendering
 
-    # select_gl_backend writes both variables; monkeypatch restores them afterwards
+    # select_gl_backend writes these variables; monkeypatch restores them afterwards
     monkeypatch.setenv("PYOPENGL_PLATFORM", os.environ.get("PYOPENGL_PLATFORM", "egl"))
     monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    monkeypatch.delenv("LP_NUM_THREADS", raising=False)
     assert rendering.select_gl_backend() == "osmesa"  # a user's choice is kept, no probing
+    assert os.environ["LP_NUM_THREADS"] == "0"  # llvmpipe rasterises small images in the calling thread
+    monkeypatch.setenv("LP_NUM_THREADS", "4")
+    rendering.select_gl_backend()
+    assert os.environ["LP_NUM_THREADS"] == "4"  # ... unless the user says otherwise
     assert rendering._backend_works("osmesa")  # the fallback really renders here
     assert not rendering._backend_works("no-such-backend")
 
