@@ -162,7 +162,7 @@ class ConvGaussianPolicy(nn.Module):
         return image.permute(0, 3, 1, 2).to(self.log_std.dtype) / 255.0 - 0.5
 
     def encode_pixels(self, pixels: Tensor, params: Params) -> Tensor:
-        """``pixels`` (from ``pixels``) -> [B, 2C] keypoints."""
+        """``pixels`` (from ``pixels``) -> [B, 2C] keypoints, ``ENCODE_CHUNK`` images per conv call."""
         encoder_params = {k[len("encoder.") :]: v for k, v in params.items() if k.startswith("encoder.")}
         chunks = pixels.split(ENCODE_CHUNK) if ENCODE_CHUNK else (pixels,)
         keypoints = [self.keypoints(functional_call(self.encoder, encoder_params, (chunk,))) for chunk in chunks]
