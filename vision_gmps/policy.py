@@ -39,11 +39,11 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 Params = dict[str, Tensor]
-# Images per encoder call in ``encode_pixels``. A meta-iteration's 12,000 rollout images in one
-# conv call overflow the CPU caches: forward plus backward of the encoder in chunks of 1,000 took
-# 0.39 s instead of 0.57 s at push_cpu sizes, the whole outer step 0.47 s instead of 0.57 s
+# Images per encoder call in ``encode_pixels`` on the CPU. A meta-iteration's 12,000 rollout images
+# in one conv call overflow the CPU caches: forward plus backward of the encoder in chunks of 1,000
+# took 0.39 s instead of 0.56 s at push_cpu sizes, a whole outer step 1.28x less time
 # (benchmarks/outer_step.py). Results differ by float rounding only (the keypoints were bit-for-bit
-# the same at those sizes; weight gradients sum in another order). 0: one call.
+# the same at those sizes; weight gradients sum in another order). 0: one call. A GPU gets one call.
 ENCODE_CHUNK = 1000
 
 
@@ -164,7 +164,7 @@ class ConvGaussianPolicy(nn.Module):
     def encode_pixels(self, pixels: Tensor, params: Params) -> Tensor:
         """``pixels`` (from ``pixels``) -> [B, 2C] keypoints, ``ENCODE_CHUNK`` images per conv call."""
         encoder_params = {k[len("encoder.") :]: v for k, v in params.items() if k.startswith("encoder.")}
-        chunks = pixels.split(ENCODE_CHUNK) if ENCODE_CHUNK else (pixels,)
+        chunks = pixels.split(ENCODE_CHUNK) if ENCODE_CHUNK and pixels.device.type == "cpu" else (pixels,)
         keypoints = [self.keypoints(functional_call(self.encoder, encoder_params, (chunk,))) for chunk in chunks]
         return keypoints[0] if len(keypoints) == 1 else torch.cat(keypoints)
 
