@@ -8,6 +8,11 @@ starts and rollout seeds for every scale (``run_adaptation``, the routine `vgmps
 
     python benchmarks/step_scale.py runs/bench_push_cpu/gmps_no_dagger/seed{0,1}/checkpoints/last.pt \
         --scales 1 1.5 2 3 --tasks 20 --json step_scale.json
+    python benchmarks/step_scale.py runs/<door run>/checkpoints/last.pt --scales 1 --shrink off on
+
+``--shrink off on`` also compares steps shortened by their own noise (``adapt.shrink_steps``,
+``vision_gmps.inner.shrunk_step``). The JSON keeps each task's success and final metric per step,
+for paired comparisons.
 """
 
 from __future__ import annotations
@@ -28,7 +33,12 @@ from vision_gmps.evaluation import format_interval
 from vision_gmps.rollouts import Sampler
 
 
-def sweep(ckpt: Path, scales: list[float], args: argparse.Namespace) -> dict[float, list[dict]]:
+def variant_name(scale: float, shrink: bool) -> str:
+    return f"{scale:g}, shrunk" if shrink else f"{scale:g}"
+
+
+def sweep(ckpt: Path, scales: list[float], args: argparse.Namespace) -> dict[str, dict]:
+    """Every (shrink, step scale) on the same tasks and seeds: rows and per-task outcomes."""
     state = load_checkpoint(ckpt)
     cfg = OmegaConf.create(state["config_yaml"])
     policy, step_sizes = policy_from_checkpoint(state)
@@ -37,16 +47,19 @@ def sweep(ckpt: Path, scales: list[float], args: argparse.Namespace) -> dict[flo
     sampler = Sampler.from_config(family, cfg.sampler)
     out = {}
     try:
-        for scale in scales:
-            start = time.perf_counter()
-            sizes = {k: v.detach() for k, v in step_sizes.as_dict(scale).items()}
-            result = run_adaptation(policy, sizes, sampler, tasks, args.steps, args.rollouts, cfg.algo.gamma,
-                                    cfg.algo.baseline, args.eval_episodes, args.seed)
-            out[scale] = result.rows
-            finals = "".join(f"; {k}: " + " -> ".join(f"{r[k]:.3g}" for r in result.rows)
-                             for k in result.rows[0] if k.startswith("final_"))
-            print(f"{ckpt}: scale {scale:g}: success " + " -> ".join(f"{r['success']:.2f}" for r in result.rows)
-                  + finals + f" ({time.perf_counter() - start:.0f} s)", flush=True)
+        for shrink in [s == "on" for s in args.shrink]:
+            for scale in scales:
+                start = time.perf_counter()
+                sizes = {k: v.detach() for k, v in step_sizes.as_dict(scale).items()}
+                result = run_adaptation(policy, sizes, sampler, tasks, args.steps, args.rollouts, cfg.algo.gamma,
+                                        cfg.algo.baseline, args.eval_episodes, args.seed, shrink=shrink)
+                name = variant_name(scale, shrink)
+                out[name] = {"rows": result.rows, "per_task_success": result.per_task_success.tolist(),
+                             **{f"per_task_final_{k}": v.tolist() for k, v in result.per_task_final.items()}}
+                finals = "".join(f"; {k}: " + " -> ".join(f"{r[k]:.3g}" for r in result.rows)
+                                 for k in result.rows[0] if k.startswith("final_"))
+                print(f"{ckpt}: scale {name}: success " + " -> ".join(f"{r['success']:.2f}" for r in result.rows)
+                      + finals + f" ({time.perf_counter() - start:.0f} s)", flush=True)
     finally:
         sampler.close()
     return out
@@ -61,6 +74,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rollouts", type=int, default=40, help="rollouts per task per step")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shrink", nargs="+", default=["off"], choices=["off", "on"],
+                        help="on: each task's step shortened by its own noise (adapt.shrink_steps)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if any(s <= 0 for s in args.scales):
@@ -69,12 +84,12 @@ def main() -> None:
     runs = {str(ckpt): sweep(ckpt, args.scales, args) for ckpt in args.checkpoints}
     print(f"\nvalid split, {args.tasks} tasks x {args.eval_episodes} starts, {args.steps} steps of {args.rollouts} rollouts; "
           "success after the last step (Wilson 95%), then the mean over checkpoints:")
-    for scale in args.scales:
-        last = [runs[c][scale][-1] for c in runs]
+    for name in runs[str(args.checkpoints[0])]:
+        last = [runs[c][name]["rows"][-1] for c in runs]
         cells = [format_interval(r["success"], (r["success_wilson_low"], r["success_wilson_high"])) for r in last]
-        print(f"  scale {scale:g}: " + ", ".join(cells) + f"; mean {np.mean([r['success'] for r in last]):.3f}")
+        print(f"  scale {name}: " + ", ".join(cells) + f"; mean {np.mean([r['success'] for r in last]):.3f}")
     if args.json:
-        args.json.write_text(json.dumps({c: {str(s): rows for s, rows in r.items()} for c, r in runs.items()}, indent=1))
+        args.json.write_text(json.dumps(runs, indent=1))
 
 
 if __name__ == "__main__":

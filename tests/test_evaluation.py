@@ -239,3 +239,19 @@ def test_final_metrics_per_task_give_a_paired_change_next_to_the_control():
     assert text.startswith(f"The final distance went from {real.rows[0]['final_distance']:.3g} m to")
     assert f"{rows[2]['change_final_distance_high']:+.3g}] m per task" in text and text.endswith("] m.")
     assert make_family("push").step_metric_units == {"distance": "m"}
+
+
+def test_shrunk_steps_reach_the_adaptation_and_leave_the_evaluation_alone():
+    """adapt.shrink_steps changes the adaptation step only: same step-0 evaluation, a shorter step, the kept share logged."""
+    policy, step_sizes, sampler, tasks = _point_adaptation(num_tasks=3, num_envs=6)
+    try:
+        full, shrunk = (adaptation.run_adaptation(policy, step_sizes, sampler, tasks, 1, 6, eval_episodes=2, shrink=s)
+                        for s in (False, True))
+    finally:
+        sampler.close()
+    assert {k: v for k, v in shrunk.rows[0].items() if k != "step_kept"} == full.rows[0]
+    assert shrunk.rows[0]["step_kept"] == 1.0 and 0.0 <= shrunk.rows[1]["step_kept"] < 1.0
+    start = policy.params()
+    for a, b in zip(full.final_params, shrunk.final_params):
+        for k in policy.adapted_names:
+            assert (b[k] - start[k]).norm() <= (a[k] - start[k]).norm() + 1e-7

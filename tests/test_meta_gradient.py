@@ -169,3 +169,25 @@ def test_encoding_in_chunks_gives_the_same_keypoints_and_meta_gradient(monkeypat
         assert (whole is None) == (chunked is None)
         if whole is not None:
             torch.testing.assert_close(chunked, whole, rtol=1e-10, atol=1e-12)
+
+
+def test_shrunk_step_is_the_full_step_scaled_keeps_agreement_and_drops_noise():
+    """inner.shrunk_step (adapt.shrink_steps): kept x the ordinary step; all of it when every episode agrees, little of noise."""
+    from vision_gmps.inner import TaskBatch, adapt_detached, shrunk_step
+
+    policy = tiny_policy(seed=6)
+    step_sizes = StepSizes(policy, init=0.5).double().as_dict()
+    start = policy.params()
+    noisy = synthetic_task_batch(policy, n=40, seed=1)  # 10 episodes of 4 steps, advantages unrelated to actions
+    full = adapt_detached(policy, start, step_sizes, noisy)
+    shrunk, kept = shrunk_step(policy, start, step_sizes, noisy, episodes=10)
+    for name in policy.adapted_names:
+        torch.testing.assert_close(shrunk[name] - start[name], kept * (full[name] - start[name]))
+    assert kept < 0.3, kept
+    one = slice(0, 4)  # every episode the same: the episodes' steps agree exactly
+    same = TaskBatch(*(x[one].repeat(10, *[1] * (x.dim() - 1)) for x in
+                       (noisy.images, noisy.proprio, noisy.actions, noisy.advantages, noisy.logp_old)))
+    _, kept_same = shrunk_step(policy, start, step_sizes, same, episodes=10)
+    assert kept_same == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="equal episodes"):
+        shrunk_step(policy, start, step_sizes, noisy, episodes=7)

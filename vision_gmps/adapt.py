@@ -91,7 +91,7 @@ def adapt(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Adap
             results[mode] = run_adaptation(
                 policy, {k: v.detach() for k, v in modes[mode].items()}, sampler, tasks, acfg.steps,
                 acfg.rollouts_per_task, trained.algo.gamma, trained.algo.baseline, acfg.eval_episodes, cfg.seed,
-                progress=True, with_control=control and i == 0,
+                progress=True, with_control=control and i == 0, shrink=bool(acfg.get("shrink_steps", False)),
             )
         if control:
             results[CONTROL] = results[chosen[0]].control

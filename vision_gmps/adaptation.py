@@ -18,7 +18,7 @@ import numpy as np
 
 from robot_envs import Task
 from vision_gmps.evaluation import derangement, rewards_from_other_tasks, success_rate
-from vision_gmps.inner import adapt_detached, split_by_task
+from vision_gmps.inner import adapt_detached, shrunk_step, split_by_task
 from vision_gmps.policy import ConvGaussianPolicy, Params
 from vision_gmps.rollouts import PolicyActor, RolloutBatch, Sampler
 
@@ -52,6 +52,7 @@ class _Arm:
     per_task_final: dict[str, list[np.ndarray]] = field(default_factory=dict)
     evals: list[RolloutBatch] = field(default_factory=list)
     episodes: int = 0
+    kept: float | None = None  # shrink=True: mean fraction of the last step kept (1.0 before the first step)
 
 
 def run_adaptation(
@@ -68,6 +69,7 @@ def run_adaptation(
     progress: bool = False,
     shuffle_rewards: bool = False,
     with_control: bool = False,
+    shrink: bool = False,
 ) -> AdaptationResult:
     """Adapt every task for ``steps`` steps, evaluating before and after each.
 
@@ -77,12 +79,16 @@ def run_adaptation(
     parameters and seeds): they are collected once, and the control is exactly what
     ``shuffle_rewards=True`` alone gives, for 1 + eval_episodes / rollouts_per_task fewer episodes'
     worth of its first step. Each result's ``episodes`` counts the rollouts its steps used.
+    ``shrink=True`` shortens each task's step by the noise in its own estimate (``inner.shrunk_step``); each row
+    then carries ``step_kept``, the mean fraction of the step kept over tasks by the step that led to it.
     """
     if shuffle_rewards and with_control:
         raise ValueError("shuffle_rewards=True already is the control; with_control adds it beside a real run")
     derange = derangement(len(tasks), np.random.default_rng([seed, 0x5F1E])) if shuffle_rewards or with_control else None
     start = [{k: v.detach() for k, v in policy.params().items()} for _ in tasks]
-    arms = [_Arm(derange if shuffle_rewards else None, start)] + ([_Arm(derange, start)] if with_control else [])
+    kept = 1.0 if shrink else None
+    arms = [_Arm(derange if shuffle_rewards else None, start, kept=kept)] + (
+        [_Arm(derange, start, kept=kept)] if with_control else [])
 
     def record(arm: _Arm, step: int, batch: RolloutBatch) -> None:
         arm.evals.append(batch)
@@ -90,7 +96,8 @@ def run_adaptation(
         for key, values in batch.extras.items():
             arm.per_task_final.setdefault(key, []).append(batch.per_task(values[:, -1].astype(float)))
         rate = success_rate(batch.episode_success, batch.task_index, seed=step)
-        arm.rows.append({"step": step, **batch.summary(), **rate.as_dict(), "episodes": arm.episodes})
+        arm.rows.append({"step": step, **batch.summary(), **rate.as_dict(), "episodes": arm.episodes,
+                         **({} if arm.kept is None else {"step_kept": arm.kept})})
 
     def evaluate(arm: _Arm, step: int, label: str) -> RolloutBatch:
         return sampler.collect(tasks, eval_episodes, PolicyActor(policy, arm.params, deterministic=True),
@@ -116,7 +123,11 @@ def run_adaptation(
             if arm.source is not None:
                 batch = rewards_from_other_tasks(batch, arm.source)
             task_batches = split_by_task(policy, batch, arm.params, gamma, baseline)
-            arm.params = [adapt_detached(policy, p, step_sizes, tb) for p, tb in zip(arm.params, task_batches)]
+            if shrink:
+                stepped = [shrunk_step(policy, p, step_sizes, tb, rollouts_per_task) for p, tb in zip(arm.params, task_batches)]
+                arm.params, arm.kept = [p for p, _ in stepped], float(np.mean([k for _, k in stepped]))
+            else:
+                arm.params = [adapt_detached(policy, p, step_sizes, tb) for p, tb in zip(arm.params, task_batches)]
             if eval_episodes:
                 record(arm, step, evaluate(arm, step, label))
             else:  # they ran with the parameters of the previous step

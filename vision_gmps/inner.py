@@ -132,3 +132,44 @@ def adapt_detached(
     alpha = {k: v.detach() for k, v in step_sizes.items()}
     phi = adapt(policy, leaf, alpha, tb, steps, create_graph=False)
     return {k: v.detach() for k, v in phi.items()}
+
+
+def shrunk_step(
+    policy: ConvGaussianPolicy, params: Params, step_sizes: Params, tb: TaskBatch, episodes: int
+) -> tuple[Params, float]:
+    """One meta-test step, shortened by the noise in its own estimate; returns (parameters, the factor kept).
+
+    A policy-gradient step from a few sparse-reward episodes has the same length whether the rewards
+    point somewhere or not (advantages are standardised per task). On door, targets the policy already
+    hits got a full-length step in a direction set by exploration noise and were knocked out of the
+    success band (benchmarks/adaptation.md). The step is the mean of one step per episode; its squared
+    length overstates the true step's by the variance of that mean, tr(Cov)/episodes. Positive-part
+    James-Stein shrinkage keeps the fraction max(0, 1 - tr(Cov) / (episodes |mean|^2)): about all of a
+    step the episodes agree on, nothing of one that is mostly noise. Test time only, first order.
+    """
+    if len(tb.advantages) % episodes:
+        raise ValueError(f"{len(tb.advantages)} steps do not split into {episodes} equal episodes")
+    names = policy.adapted_names
+    leaf = {k: v.detach().requires_grad_(k in names) for k, v in params.items()}
+    alpha = {k: v.detach() for k, v in step_sizes.items()}
+    with torch.no_grad():
+        features = None if policy.encoder_adapted else policy.encode(tb.images, leaf)
+    length = len(tb.advantages) // episodes
+    per_episode = []
+    for e in range(episodes):
+        rows = slice(e * length, (e + 1) * length)
+        part = TaskBatch(tb.images[rows], tb.proprio[rows], tb.actions[rows], tb.advantages[rows], tb.logp_old[rows],
+                         None if tb.offsets is None else tb.offsets[rows])
+        grads = torch.autograd.grad(surrogate(policy, leaf, part, None if features is None else features[rows]),
+                                    [leaf[n] for n in names])
+        per_episode.append(torch.cat([(alpha[n] * g).flatten() for n, g in zip(names, grads)]))
+    steps = torch.stack(per_episode)  # [episodes, P]: the full step is their mean (equal-length episodes)
+    mean = steps.mean(0)
+    noise = steps.var(0).sum() / episodes if episodes > 1 else torch.zeros(())
+    kept = float(torch.clamp(1 - noise / mean.pow(2).sum().clamp_min(1e-30), min=0.0))
+    phi, offset = dict(leaf), 0
+    for n in names:
+        size = leaf[n].numel()
+        phi[n] = leaf[n] + kept * mean[offset:offset + size].view_as(leaf[n])
+        offset += size
+    return {k: v.detach() for k, v in phi.items()}, kept
