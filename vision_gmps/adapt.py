@@ -151,7 +151,7 @@ def print_results(results: dict[str, AdaptationResult], algo: str, split: str = 
         n_tasks = len(result.first_eval.tasks)
         table = Table(title=f"{algo}: {split} split, {mode}, {n_tasks} tasks x {result.first_eval.num_episodes // n_tasks} starts")
         for c in ("step", "success [95% Wilson]", "bootstrap over tasks", "improved/same/worse", "gain [95% paired bootstrap]",
-                  *[with_unit(k, units or {}) for k in r0 if k.startswith("final_")], "adaptation episodes"):
+                  *[with_unit(k, units) for k in r0 if k.startswith("final_")], "adaptation episodes"):
             table.add_column(c, justify="right")
         for row in protocol_rows(result.rows, result.per_task_success):
             table.add_row(

@@ -61,9 +61,9 @@ def format_interval(value: float, interval: tuple[float, float]) -> str:
     return f"{value:.2f} [{interval[0]:.2f}, {interval[1]:.2f}]"
 
 
-def with_unit(column: str, units: Mapping[str, str]) -> str:
+def with_unit(column: str, units: Mapping[str, str] | None) -> str:
     """``final_distance`` -> ``final_distance (m)`` where the family names the unit of ``distance``."""
-    unit = units.get(column.removeprefix("final_"))
+    unit = (units or {}).get(column.removeprefix("final_"))
     return f"{column} ({unit})" if unit else column
 
 

@@ -155,21 +155,18 @@ def shrunk_step(
     with torch.no_grad():
         features = None if policy.encoder_adapted else policy.encode(tb.images, leaf)
     length = len(tb.advantages) // episodes
-    per_episode = []
+    per_episode: dict[str, list[Tensor]] = {n: [] for n in names}
     for e in range(episodes):
         rows = slice(e * length, (e + 1) * length)
         part = TaskBatch(tb.images[rows], tb.proprio[rows], tb.actions[rows], tb.advantages[rows], tb.logp_old[rows],
                          None if tb.offsets is None else tb.offsets[rows])
         grads = torch.autograd.grad(surrogate(policy, leaf, part, None if features is None else features[rows]),
                                     [leaf[n] for n in names])
-        per_episode.append(torch.cat([(alpha[n] * g).flatten() for n, g in zip(names, grads)]))
-    steps = torch.stack(per_episode)  # [episodes, P]: the full step is their mean (equal-length episodes)
-    mean = steps.mean(0)
-    noise = steps.var(0).sum() / episodes if episodes > 1 else torch.zeros(())
-    kept = float(torch.clamp(1 - noise / mean.pow(2).sum().clamp_min(1e-30), min=0.0))
-    phi, offset = dict(leaf), 0
-    for n in names:
-        size = leaf[n].numel()
-        phi[n] = leaf[n] + kept * mean[offset:offset + size].view_as(leaf[n])
-        offset += size
-    return {k: v.detach() for k, v in phi.items()}, kept
+        for n, g in zip(names, grads):
+            per_episode[n].append(alpha[n] * g)
+    steps = {n: torch.stack(s) for n, s in per_episode.items()}  # the full step is their mean (equal-length episodes)
+    mean = {n: s.mean(0) for n, s in steps.items()}
+    noise = sum(s.var(0).sum() for s in steps.values()) / episodes if episodes > 1 else torch.zeros(())
+    length_sq = sum(m.pow(2).sum() for m in mean.values())
+    kept = float(torch.clamp(1 - noise / length_sq.clamp_min(1e-30), min=0.0))
+    return {k: (leaf[k] + kept * mean[k] if k in mean else v).detach() for k, v in leaf.items()}, kept

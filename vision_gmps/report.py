@@ -85,7 +85,7 @@ def step_budget_text(metrics: list[dict]) -> str:
 def adaptation_table(results: dict[str, AdaptationResult], units: Mapping[str, str] | None = None) -> str:
     extra = [k for k in results[next(iter(results))].rows[0] if k.startswith("final_")]
     header = ["run", "step", "success [95% Wilson]", "[95% bootstrap over tasks]", "improved / same / worse vs step 0",
-              "gain vs step 0 [95% paired bootstrap]", *[with_unit(k, units or {}) for k in extra], "adaptation episodes"]
+              "gain vs step 0 [95% paired bootstrap]", *[with_unit(k, units) for k in extra], "adaptation episodes"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for mode, result in results.items():
         name = "reward-shuffled control" if mode == CONTROL else f"adaptation ({mode} step sizes)"
