@@ -23,7 +23,7 @@ from vision_gmps.evaluation import (
     wilson_interval,
 )
 from vision_gmps.policy import StepSizes, build_policy
-from vision_gmps.report import final_metric_text
+from vision_gmps.report import final_metric_text, summary_text
 from vision_gmps.rollouts import RolloutBatch, Sampler
 
 
@@ -255,3 +255,29 @@ def test_shrunk_steps_reach_the_adaptation_and_leave_the_evaluation_alone():
     for a, b in zip(full.final_params, shrunk.final_params):
         for k in policy.adapted_names:
             assert (b[k] - start[k]).norm() <= (a[k] - start[k]).norm() + 1e-7
+
+
+def _fake_result(per_task: list[list[float]]) -> adaptation.AdaptationResult:
+    """An adaptation result with the given per-task success ([steps + 1][tasks]) and nothing else."""
+    per_task_success = np.array(per_task, dtype=float)
+    tasks = [Task("point", "test", i, {}) for i in range(per_task_success.shape[1])]
+    first = RolloutBatch(tasks, np.arange(len(tasks)), *(np.zeros((len(tasks), 1)) for _ in range(5)))
+    rows = []
+    for step, values in enumerate(per_task_success):
+        rate = success_rate(values > 0.5, np.arange(len(tasks)))
+        rows.append({"step": step, **rate.as_dict()})
+    return adaptation.AdaptationResult(rows, per_task_success, [], first, first)
+
+
+@pytest.mark.parametrize("real, control, expected", [
+    ([[0] * 20, [1] * 16 + [0] * 4], [[0] * 20, [1] * 2 + [0] * 18], "do not overlap"),
+    ([[0] * 20, [1] * 5 + [0] * 15], [[0] * 20, [1] * 3 + [0] * 17], "larger than the control's, but the intervals overlap"),
+    ([[1] * 10 + [0] * 10, [1] * 6 + [0] * 14], [[1] * 10 + [0] * 10, [1] * 4 + [0] * 16],
+     "Adaptation did not raise held-out success"),  # both lose: no gain to credit, however they compare
+    ([[0] * 20, [1] * 3 + [0] * 17], [[0] * 20, [1] * 3 + [0] * 17], "The control gained as much"),
+])
+def test_the_report_reads_the_control_in_plain_words(real, control, expected):
+    text = summary_text({"learned": _fake_result(real), CONTROL: _fake_result(control)})
+    assert expected in text
+    others = {"do not overlap", "larger than the control's", "Adaptation did not raise", "The control gained as much"}
+    assert not any(o in text for o in others if o not in expected)

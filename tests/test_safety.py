@@ -307,6 +307,9 @@ def test_a_config_typo_names_the_closest_key_not_a_plus_hint(override, message):
     ("adapt.num_tasks=11", "adapt", "adapt.num_tasks=11: the test split has 10 tasks"),
     ("adapt.step_size=best", "adapt", "adapt.step_size=best: must be one of learned, fixed, both"),
     ("env.kwargs.image_size=[0,32]", "train", "env.kwargs.image_size=[0, 32]"),
+    ("adapt.control=flase", "adapt", "adapt.control=flase: must be true or false"),
+    ("adapt.shrink_steps=1", "demo", "adapt.shrink_steps=1: must be true or false"),
+    ("algo.first_order=yes", "train", "algo.first_order=yes: must be true or false"),
 ])
 def test_every_numeric_setting_is_checked_with_the_key_named(override, job, named):
     with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)")):

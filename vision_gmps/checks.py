@@ -65,6 +65,9 @@ FLOATS: dict[str, tuple[float, float | None, bool]] = {
     "adapt.fixed_step_size": (0.0, None, True),
     "adapt.learned_step_scale": (0.0, None, False),
 }
+# On/off flags: ``bool("flase")`` is True, so a typo would silently switch a flag on. Checked for every job.
+BOOLS = ("resume", "resume_fallback", "force", "train.overlap_eval", "algo.learn_step_sizes", "algo.first_order",
+         "algo.dagger.enabled", "adapt.shrink_steps", "adapt.control")
 CHOICES: dict[str, tuple[Any, ...]] = {
     "algo.name": ("gmps", "maml", "bc"),
     "algo.baseline": ("linear", "none"),
@@ -113,6 +116,10 @@ def check_settings(cfg: DictConfig, job: str) -> None:
         if not is_number(value) or value <= low or (high is not None and value > high):
             upper = f" and <= {high}" if high is not None else ""
             problems.append(f"{key}={value}: must be a number > {low}{upper}")
+    for key in BOOLS:
+        value = get(key)
+        if value != "<absent>" and not isinstance(value, bool):
+            problems.append(f"{key}={value}: must be true or false")
     for key, options in CHOICES.items():
         value = get(key)
         if value != "<absent>" and value not in options:

@@ -161,6 +161,9 @@ def summary_text(results: dict[str, AdaptationResult], inner_steps: int = 1, uni
         if real["gain_low"] > ctrl["gain_high"]:
             parts.append("The two gain intervals do not overlap: the improvement comes from the task's own reward, "
                          "not from taking policy-gradient steps as such.")
+        elif real["gain"] <= 0:
+            parts.append("Adaptation did not raise held-out success in this run, so there is no gain to credit to "
+                         "the task's own reward; the control is shown for comparison only.")
         elif real["gain"] > ctrl["gain"]:
             parts.append("The real gain is larger than the control's, but the intervals overlap: at this number of tasks "
                          "the run does not show that the gain is adaptation rather than the steps themselves.")
