@@ -11,8 +11,11 @@ starts and rollout seeds for every scale (``run_adaptation``, the routine `vgmps
     python benchmarks/step_scale.py runs/<door run>/checkpoints/last.pt --scales 1 --shrink off on
 
 ``--shrink off on`` also compares steps shortened by their own noise (``adapt.shrink_steps``,
-``vision_gmps.inner.shrunk_step``). The JSON keeps each task's success and final metric per step,
-for paired comparisons.
+``vision_gmps.inner.shrunk_step``); ``--natural 1 2`` adds natural-gradient steps on the output layer
+of those sizes (``adapt.step_size=natural``, ``adapt.natural_step_scale``; ``--scales`` may then be
+empty). The JSON keeps each task's success and final metric per step, for paired comparisons.
+
+    python benchmarks/step_scale.py <door checkpoint> --scales 1 --natural 0.5 1 2 4 --steps 1
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from vision_gmps.evaluation import format_interval
 from vision_gmps.rollouts import Sampler
 
 
-def variant_name(scale: float, shrink: bool) -> str:
+def variant_name(scale: float, shrink: bool, natural: bool = False) -> str:
+    if natural:
+        return f"natural {scale:g}"
     return f"{scale:g}, shrunk" if shrink else f"{scale:g}"
 
 
@@ -47,19 +52,21 @@ def sweep(ckpt: Path, scales: list[float], args: argparse.Namespace) -> dict[str
     sampler = Sampler.from_config(family, cfg.sampler)
     out = {}
     try:
-        for shrink in [s == "on" for s in args.shrink]:
-            for scale in scales:
-                start = time.perf_counter()
-                sizes = {k: v.detach() for k, v in step_sizes.as_dict(scale).items()}
-                result = run_adaptation(policy, sizes, sampler, tasks, args.steps, args.rollouts, cfg.algo.gamma,
-                                        cfg.algo.baseline, args.eval_episodes, args.seed, shrink=shrink)
-                name = variant_name(scale, shrink)
-                out[name] = {"rows": result.rows, "per_task_success": result.per_task_success.tolist(),
-                             **{f"per_task_final_{k}": v.tolist() for k, v in result.per_task_final.items()}}
-                finals = "".join(f"; {k}: " + " -> ".join(f"{r[k]:.3g}" for r in result.rows)
-                                 for k in result.rows[0] if k.startswith("final_"))
-                print(f"{ckpt}: scale {name}: success " + " -> ".join(f"{r['success']:.2f}" for r in result.rows)
-                      + finals + f" ({time.perf_counter() - start:.0f} s)", flush=True)
+        variants = [(scale, shrink == "on", False) for shrink in args.shrink for scale in scales]
+        variants += [(scale, False, True) for scale in args.natural]
+        for scale, shrink, natural in variants:
+            start = time.perf_counter()
+            sizes = {k: v.detach() for k, v in step_sizes.as_dict(1.0 if natural else scale).items()}
+            result = run_adaptation(policy, sizes, sampler, tasks, args.steps, args.rollouts, cfg.algo.gamma,
+                                    cfg.algo.baseline, args.eval_episodes, args.seed, shrink=shrink,
+                                    natural_scale=scale if natural else None)
+            name = variant_name(scale, shrink, natural)
+            out[name] = {"rows": result.rows, "per_task_success": result.per_task_success.tolist(),
+                         **{f"per_task_final_{k}": v.tolist() for k, v in result.per_task_final.items()}}
+            finals = "".join(f"; {k}: " + " -> ".join(f"{r[k]:.3g}" for r in result.rows)
+                             for k in result.rows[0] if k.startswith("final_"))
+            print(f"{ckpt}: scale {name}: success " + " -> ".join(f"{r['success']:.2f}" for r in result.rows)
+                  + finals + f" ({time.perf_counter() - start:.0f} s)", flush=True)
     finally:
         sampler.close()
     return out
@@ -68,7 +75,7 @@ def sweep(ckpt: Path, scales: list[float], args: argparse.Namespace) -> dict[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", type=Path, help="one meta-trained checkpoint per training seed")
-    parser.add_argument("--scales", nargs="+", type=float, default=[1.0, 2.0])
+    parser.add_argument("--scales", nargs="*", type=float, default=[1.0, 2.0])
     parser.add_argument("--tasks", type=int, default=20, help="valid-split tasks")
     parser.add_argument("--eval-episodes", type=int, default=2, help="evaluation starts per task")
     parser.add_argument("--steps", type=int, default=3)
@@ -76,10 +83,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shrink", nargs="+", default=["off"], choices=["off", "on"],
                         help="on: each task's step shortened by its own noise (adapt.shrink_steps)")
+    parser.add_argument("--natural", nargs="*", type=float, default=[],
+                        help="sizes of natural-gradient steps on the output layer (adapt.step_size=natural)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    if any(s <= 0 for s in args.scales):
-        parser.error("--scales must all be > 0")
+    if any(s <= 0 for s in args.scales + args.natural):
+        parser.error("--scales and --natural must all be > 0")
+    if not args.scales and not args.natural:
+        parser.error("give --scales, --natural or both")
     torch.set_num_threads(1)  # the sampler's workers take the other cores
     runs = {str(ckpt): sweep(ckpt, args.scales, args) for ckpt in args.checkpoints}
     print(f"\nvalid split, {args.tasks} tasks x {args.eval_episodes} starts, {args.steps} steps of {args.rollouts} rollouts; "

@@ -281,3 +281,19 @@ def test_the_report_reads_the_control_in_plain_words(real, control, expected):
     assert expected in text
     others = {"do not overlap", "larger than the control's", "Adaptation did not raise", "The control gained as much"}
     assert not any(o in text for o in others if o not in expected)
+
+
+def test_natural_steps_move_only_the_output_layer_in_both_arms():
+    """run_adaptation(natural_scale=...): every step is inner.natural_output_step, for the real run and its control."""
+    policy, step_sizes, sampler, tasks = _point_adaptation(num_tasks=3, num_envs=6)
+    try:
+        result = adaptation.run_adaptation(policy, step_sizes, sampler, tasks, 2, 6, eval_episodes=2,
+                                           with_control=True, natural_scale=1.0)
+        with pytest.raises(ValueError, match="choose one"):
+            adaptation.run_adaptation(policy, step_sizes, sampler, tasks, 1, 6, shrink=True, natural_scale=1.0)
+    finally:
+        sampler.close()
+    start, layer = policy.params(), policy.output_layer + "."
+    for params in result.final_params + result.control.final_params:
+        moved = {k for k in start if not torch.equal(params[k], start[k])}
+        assert moved == {layer + "weight", layer + "bias"}, moved

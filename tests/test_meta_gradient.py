@@ -191,3 +191,36 @@ def test_shrunk_step_is_the_full_step_scaled_keeps_agreement_and_drops_noise():
     assert kept_same == pytest.approx(1.0)
     with pytest.raises(ValueError, match="equal episodes"):
         shrunk_step(policy, start, step_sizes, noisy, episodes=7)
+
+
+def test_natural_output_step_is_the_inverse_fisher_times_the_policy_gradient():
+    """inner.natural_output_step against F^-1 g, with F = E[J^T Sigma^-1 J] from autograd Jacobians of the mean."""
+    from torch.func import jacrev
+
+    from vision_gmps.inner import natural_output_step
+
+    policy = tiny_policy(seed=3)
+    with torch.no_grad():
+        policy.log_std.copy_(torch.tensor([-0.5, 0.3], dtype=torch.float64))  # unequal stds: F differs per action dim
+    tb = synthetic_task_batch(policy, n=40, seed=2)
+    start = policy.params()
+    layer = policy.output_layer
+    weight, bias = start[f"{layer}.weight"], start[f"{layer}.bias"]
+
+    def mean_of(w, b):
+        return policy.mean(tb.images, tb.proprio, {**start, f"{layer}.weight": w, f"{layer}.bias": b})
+
+    jw, jb = jacrev(mean_of, argnums=(0, 1))(weight, bias)  # [n, A, A, H], [n, A, A]
+    jac = torch.cat([jw.flatten(2), jb], dim=2)  # [n, A, P]
+    inv_var = torch.exp(-2 * start["log_std"])
+    fisher = torch.einsum("nap,a,naq->pq", jac, inv_var, jac) / len(jac)
+    leaf = {k: v.detach().requires_grad_(k in (f"{layer}.weight", f"{layer}.bias")) for k, v in start.items()}
+    gw, gb = torch.autograd.grad(surrogate(policy, leaf, tb), [leaf[f"{layer}.weight"], leaf[f"{layer}.bias"]])
+    expected = torch.linalg.solve(fisher, torch.cat([gw.flatten(), gb]))
+
+    stepped = natural_output_step(policy, start, tb, scale=0.7, damping=0.0)
+    got = torch.cat([(stepped[f"{layer}.weight"] - weight).flatten(), stepped[f"{layer}.bias"] - bias])
+    torch.testing.assert_close(got, 0.7 * expected)
+    assert all(torch.equal(stepped[k], v) for k, v in start.items() if not k.startswith(layer + "."))
+    with pytest.raises(ValueError, match="per episode"):
+        natural_output_step(tiny_policy(offset_log_std=-1.0), tiny_policy(offset_log_std=-1.0).params(), tb, 1.0)

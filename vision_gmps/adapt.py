@@ -79,7 +79,9 @@ def adapt(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Adap
     (run_dir / "adapt_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     fixed = acfg.fixed_step_size if acfg.fixed_step_size is not None else trained.algo.inner_lr
-    modes = {"learned": step_sizes.as_dict(float(acfg.get("learned_step_scale", 1.0))), "fixed": step_sizes.fixed(fixed)}
+    modes = {"learned": step_sizes.as_dict(float(acfg.get("learned_step_scale", 1.0))), "fixed": step_sizes.fixed(fixed),
+             "natural": step_sizes.as_dict()}  # natural: a natural-gradient step on the output layer, sized below
+    natural_scale = float(acfg.get("natural_step_scale", 1.0))
     chosen = ["learned", "fixed"] if acfg.step_size == "both" else [acfg.step_size]
     logger = RunLogger(run_dir, cfg, "adapt")
     results: dict[str, AdaptationResult] = {}
@@ -92,6 +94,7 @@ def adapt(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Adap
                 policy, {k: v.detach() for k, v in modes[mode].items()}, sampler, tasks, acfg.steps,
                 acfg.rollouts_per_task, trained.algo.gamma, trained.algo.baseline, acfg.eval_episodes, cfg.seed,
                 progress=True, with_control=control and i == 0, shrink=bool(acfg.get("shrink_steps", False)),
+                natural_scale=natural_scale if mode == "natural" else None,
             )
         if control:
             results[CONTROL] = results[chosen[0]].control

@@ -18,7 +18,7 @@ import numpy as np
 
 from robot_envs import Task
 from vision_gmps.evaluation import derangement, rewards_from_other_tasks, success_rate
-from vision_gmps.inner import adapt_detached, shrunk_step, split_by_task
+from vision_gmps.inner import adapt_detached, natural_output_step, shrunk_step, split_by_task
 from vision_gmps.policy import ConvGaussianPolicy, Params
 from vision_gmps.rollouts import PolicyActor, RolloutBatch, Sampler
 
@@ -70,6 +70,7 @@ def run_adaptation(
     shuffle_rewards: bool = False,
     with_control: bool = False,
     shrink: bool = False,
+    natural_scale: float | None = None,
 ) -> AdaptationResult:
     """Adapt every task for ``steps`` steps, evaluating before and after each.
 
@@ -81,7 +82,11 @@ def run_adaptation(
     worth of its first step. Each result's ``episodes`` counts the rollouts its steps used.
     ``shrink=True`` shortens each task's step by the noise in its own estimate (``inner.shrunk_step``); each row
     then carries ``step_kept``, the mean fraction of the step kept over tasks by the step that led to it.
+    ``natural_scale``: each step is instead a natural policy-gradient step of that size on the output layer
+    (``inner.natural_output_step``; ``step_sizes`` are then unused).
     """
+    if shrink and natural_scale is not None:
+        raise ValueError("shrink and natural_scale are two different steps; choose one")
     if shuffle_rewards and with_control:
         raise ValueError("shuffle_rewards=True already is the control; with_control adds it beside a real run")
     derange = derangement(len(tasks), np.random.default_rng([seed, 0x5F1E])) if shuffle_rewards or with_control else None
@@ -123,7 +128,9 @@ def run_adaptation(
             if arm.source is not None:
                 batch = rewards_from_other_tasks(batch, arm.source)
             task_batches = split_by_task(policy, batch, arm.params, gamma, baseline)
-            if shrink:
+            if natural_scale is not None:
+                arm.params = [natural_output_step(policy, p, tb, natural_scale) for p, tb in zip(arm.params, task_batches)]
+            elif shrink:
                 stepped = [shrunk_step(policy, p, step_sizes, tb, rollouts_per_task) for p, tb in zip(arm.params, task_batches)]
                 arm.params, arm.kept = [p for p, _ in stepped], float(np.mean([k for _, k in stepped]))
             else:

@@ -64,6 +64,7 @@ FLOATS: dict[str, tuple[float, float | None, bool]] = {
     "algo.gamma": (0.0, 1.0, False),
     "adapt.fixed_step_size": (0.0, None, True),
     "adapt.learned_step_scale": (0.0, None, False),
+    "adapt.natural_step_scale": (0.0, None, False),
 }
 # On/off flags: ``bool("flase")`` is True, so a typo would silently switch a flag on. Checked for every job.
 BOOLS = ("resume", "resume_fallback", "force", "train.overlap_eval", "algo.learn_step_sizes", "algo.first_order",
@@ -73,7 +74,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "algo.baseline": ("linear", "none"),
     "algo.imitation_loss": ("mse", "nll"),
     "algo.expert.source": ("scripted", "demos", "zoo"),
-    "adapt.step_size": ("learned", "fixed", "both"),
+    "adapt.step_size": ("learned", "fixed", "both", "natural"),
     "adapt.split": SPLITS,  # valid: for choosing settings; test: for the tables
     "wandb.mode": ("offline", "online", "disabled"),
 }
@@ -136,6 +137,9 @@ def check_settings(cfg: DictConfig, job: str) -> None:
     if job != "adapt" and get("algo.expert.source") == "zoo" and not (zoo and (Path(str(zoo)) / "zoo.json").is_file()):
         problems.append(f"algo.expert.source=zoo needs algo.expert.zoo=PATH, a folder from `vgmps experts train` "
                         f"(got {zoo}: {'no zoo.json there' if zoo else 'not set'})")
+    if get("adapt.step_size") == "natural" and get("adapt.shrink_steps") is True:
+        problems.append("adapt.shrink_steps=true shortens the gradient step; adapt.step_size=natural takes another "
+                        "step: set one of them")
     problems += _split_sizes(cfg, job, get)
     if problems:
         raise ConfigError("bad settings:\n  " + "\n  ".join(problems) if len(problems) > 1 else problems[0])

@@ -189,6 +189,19 @@ class ConvGaussianPolicy(nn.Module):
             return params["bias_transform"], params["latent_log_std"]
         return params["action_offset"], params["offset_log_std"]
 
+    @property
+    def output_layer(self) -> str:
+        """Name prefix of the head's last linear layer (the action mean is its affine map of ``head_hidden``)."""
+        return f"head.{len(self.head) - 1}"
+
+    def head_hidden(self, features: Tensor, proprio: Tensor, params: Params) -> Tensor:
+        """The output layer's input (deterministic policy), for steps that need the mean's features in closed form."""
+        x = torch.cat([features, proprio.to(features.dtype),
+                       params["bias_transform"].expand(features.shape[0], -1).to(features.dtype)], dim=-1)
+        hidden = self.head[:-1]  # slicing keeps the layers' names ("0.weight", "2.weight", ...)
+        return functional_call(hidden, {k[len("head."):]: v for k, v in params.items()
+                                        if k.startswith("head.") and not k.startswith(self.output_layer + ".")}, (x,))
+
     def head_mean(self, features: Tensor, proprio: Tensor, params: Params, offsets: Tensor | None = None) -> Tensor:
         """Action mean; ``offsets`` are the sampled per-episode vectors, [B, A] offsets or [B, D] latents
         (default: their mean, i.e. the deterministic policy)."""
