@@ -61,6 +61,7 @@ def test_door_main_job_trains_adapts_and_writes_the_report(tmp_path):
     assert cfg.env.family == "door" and cfg.env.kwargs.start == "ready"
     report = run_demo(cfg).read_text()
     assert "# GMPS on door" in report and "| reward-shuffled control | 1 |" in report
+    assert "| adaptation (natural-gradient steps on the output layer) | 1 |" in report  # door_cpu's meta-test step
     assert "final_angle_error" in report
     assert (tmp_path / "adapt" / "task0_before_after.mp4").stat().st_size > 0
     assert (tmp_path / "adapt" / "after_adaptation_sheet.png").stat().st_size > 0

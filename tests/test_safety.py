@@ -330,3 +330,12 @@ def test_settings_are_checked_before_any_work_and_shipped_configs_pass(tmp_path,
     err = capsys.readouterr().err
     assert "demos_per_task=0: must be an integer >= 1" in err and "num_tasks=25: must be 1..20" in err
     assert not (tmp_path / "c.hdf5").exists()
+
+
+def test_natural_step_and_shrunk_steps_are_refused_together():
+    """adapt.step_size=natural replaces the gradient step that adapt.shrink_steps shortens: one or the other."""
+    with pytest.raises(ConfigError, match="adapt.shrink_steps=true shortens the gradient step"):
+        check_settings(load_config(["adapt.step_size=natural", "adapt.shrink_steps=true"]), "adapt")
+    with pytest.raises(ConfigError, match="adapt.natural_step_scale=0: must be a number > 0"):
+        check_settings(load_config(["adapt.step_size=natural", "adapt.natural_step_scale=0"]), "adapt")
+    check_settings(load_config(["adapt.step_size=natural"]), "adapt")

@@ -82,13 +82,22 @@ def step_budget_text(metrics: list[dict]) -> str:
             + " The held-out adaptation below adds its own rollouts (the table's last column, in episodes).")
 
 
+STEP_NAMES = {"learned": "learned step sizes", "fixed": "fixed step sizes",
+              "natural": "natural-gradient steps on the output layer"}
+
+
+def step_name(mode: str) -> str:
+    """How the report names an adaptation mode (``adapt.step_size``)."""
+    return STEP_NAMES.get(mode, f"{mode} step sizes")
+
+
 def adaptation_table(results: dict[str, AdaptationResult], units: Mapping[str, str] | None = None) -> str:
     extra = [k for k in results[next(iter(results))].rows[0] if k.startswith("final_")]
     header = ["run", "step", "success [95% Wilson]", "[95% bootstrap over tasks]", "improved / same / worse vs step 0",
               "gain vs step 0 [95% paired bootstrap]", *[with_unit(k, units) for k in extra], "adaptation episodes"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for mode, result in results.items():
-        name = "reward-shuffled control" if mode == CONTROL else f"adaptation ({mode} step sizes)"
+        name = "reward-shuffled control" if mode == CONTROL else f"adaptation ({step_name(mode)})"
         for row in protocol_rows(result.rows, result.per_task_success):
             cells = [name, str(row["step"]), format_interval(row["success"], (row["success_wilson_low"], row["success_wilson_high"])),
                      f"[{row['success_boot_low']:.2f}, {row['success_boot_high']:.2f}]",
@@ -140,7 +149,7 @@ def summary_text(results: dict[str, AdaptationResult], inner_steps: int = 1, uni
         r0, rk = rows[0], rows[-1]
         steps = ", ".join(f"{r['success']:.2f} after {r['step']}" for r in rows[1:])
         parts.append(
-            f"With {mode} step sizes, held-out success was {format_interval(r0['success'], (r0['success_wilson_low'], r0['success_wilson_high']))} "
+            f"With {step_name(mode)}, held-out success was {format_interval(r0['success'], (r0['success_wilson_low'], r0['success_wilson_high']))} "
             f"before adaptation and {steps} step(s); after {rk['step']} steps "
             f"{rk['improved']} tasks improved, {rk['same']} stayed and {rk['worse']} got worse, a mean gain of "
             f"{format_interval(rk['gain'], (rk['gain_low'], rk['gain_high']))}."
