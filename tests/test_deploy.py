@@ -262,15 +262,16 @@ def test_sim_robot_on_push_and_door_keeps_exactly_replayable_episodes(tmp_path, 
     assert demos_main(["replay", str(path), "--mode", "states"]) == 0
 
 
-def test_deploy_on_the_simulator_reproduces_vgmps_adapt_exactly(checkpoint, tmp_path):
+@pytest.mark.parametrize("step_size", ["learned", "natural"])
+def test_deploy_on_the_simulator_reproduces_vgmps_adapt_exactly(checkpoint, tmp_path, step_size):
     """The same adaptation code: on the sim robot (full-step limits, the sampler's episode seeds) deploy
     computes bit-identical adapted parameters and the same success and return as `vgmps adapt`."""
     from vision_gmps.adapt import adapt
 
-    common = {"num_tasks": 2, "steps": 1, "rollouts_per_task": 3, "eval_episodes": 1}
+    common = {"num_tasks": 2, "steps": 1, "rollouts_per_task": 3, "eval_episodes": 1, "step_size": step_size}
     simulated = adapt(load_config(["wandb.mode=disabled", f"adapt.checkpoint={checkpoint}", "sampler.num_envs=1",
                                    f"run_dir={tmp_path / 'adapt'}", "torch_threads=1",
-                                   *[f"adapt.{k}={v}" for k, v in common.items()]]))["learned"]
+                                   *[f"adapt.{k}={v}" for k, v in common.items()]]))[step_size]
     deployed = deploy(load_config(_args(checkpoint, tmp_path / "d.hdf5", "reward.source=simulator", "safety.max_action=1.0",
                                         *[f"{k}={v}" for k, v in common.items()]), config_name="deploy"))
     for a, b in zip(simulated.final_params, deployed.final_params):

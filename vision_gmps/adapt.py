@@ -27,6 +27,7 @@ from vision_gmps.adapt_setup import adapt_argv, check_env_fits, describe_sources
 from vision_gmps.adaptation import AdaptationResult, run_adaptation
 from vision_gmps.checkpoint import load_checkpoint, policy_from_checkpoint
 from vision_gmps.checks import check_settings
+from vision_gmps.inner import NATURAL_STEP_SCALE
 from vision_gmps.config import ConfigError, load_config
 from vision_gmps.rollouts import Sampler
 from vision_gmps.run_logging import RunLogger
@@ -81,7 +82,7 @@ def adapt(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Adap
     fixed = acfg.fixed_step_size if acfg.fixed_step_size is not None else trained.algo.inner_lr
     modes = {"learned": step_sizes.as_dict(float(acfg.get("learned_step_scale", 1.0))), "fixed": step_sizes.fixed(fixed),
              "natural": step_sizes.as_dict()}  # natural: a natural-gradient step on the output layer, sized below
-    natural_scale = float(acfg.get("natural_step_scale", 1.0))
+    natural_scale = float(acfg.get("natural_step_scale", NATURAL_STEP_SCALE))
     chosen = ["learned", "fixed"] if acfg.step_size == "both" else [acfg.step_size]
     logger = RunLogger(run_dir, cfg, "adapt")
     results: dict[str, AdaptationResult] = {}

@@ -34,6 +34,7 @@ from vision_gmps.checks import is_number
 from vision_gmps.checkpoint import CheckpointError, load_checkpoint, policy_from_checkpoint
 from vision_gmps.config import ConfigError, load_config
 from vision_gmps.deploy_collector import DeployDisplay, DeployStopped, RobotCollector
+from vision_gmps.inner import NATURAL_STEP_SCALE
 from vision_gmps.runs import setup_logging
 
 log = logging.getLogger("vision_gmps")
@@ -117,8 +118,11 @@ def load_finished(path: Path, run: dict[str, Any]) -> dict[tuple[int, int], Epis
 def deploy(cfg: DictConfig) -> AdaptationResult:
     if not cfg.checkpoint:
         raise ConfigError("vgmps deploy needs checkpoint=<path to a meta-trained .pt file>")
-    if cfg.step_size not in ("learned", "fixed"):
-        raise ConfigError(f"step_size={cfg.step_size!r}: deploy runs learned or fixed")
+    if cfg.step_size not in ("learned", "fixed", "natural"):
+        raise ConfigError(f"step_size={cfg.step_size!r}: deploy runs learned, fixed or natural")
+    natural_scale = float(cfg.get("natural_step_scale", NATURAL_STEP_SCALE))
+    if cfg.step_size == "natural" and not natural_scale > 0:
+        raise ConfigError(f"natural_step_scale={natural_scale}: must be a number > 0")
     if cfg.steps < 1 or cfg.rollouts_per_task < 1 or cfg.num_tasks < 1:
         raise ConfigError("deploy needs steps >= 1, rollouts_per_task >= 1 and num_tasks >= 1")
     if not is_number(cfg.learned_step_scale) or not cfg.learned_step_scale > 0:
@@ -177,7 +181,8 @@ def deploy(cfg: DictConfig) -> AdaptationResult:
                      robot.name, len(tasks), cfg.steps, cfg.rollouts_per_task, len(finished), output)
             result = run_adaptation(policy, {k: v.detach() for k, v in sizes.items()}, collector, tasks, int(cfg.steps),
                                     int(cfg.rollouts_per_task), trained.algo.gamma, trained.algo.baseline,
-                                    int(cfg.eval_episodes), int(cfg.seed), progress=True)
+                                    int(cfg.eval_episodes), int(cfg.seed), progress=True,
+                                    natural_scale=natural_scale if cfg.step_size == "natural" else None)
             display.update(phase="done")
         write_outputs(run_dir, result, policy, cfg)
         log.info("deploy finished: %d episode(s) run on the robot this time, file %s", collector.episodes_written, output)

@@ -172,6 +172,9 @@ def shrunk_step(
     return {k: (leaf[k] + kept * mean[k] if k in mean else v).detach() for k, v in leaf.items()}, kept
 
 
+NATURAL_STEP_SCALE = 2.0  # adapt.natural_step_scale's default (chosen on door's and push's valid splits)
+
+
 def natural_output_step(policy: ConvGaussianPolicy, params: Params, tb: TaskBatch, scale: float,
                         damping: float = 1e-3) -> Params:
     """One natural policy-gradient step on the head's output layer (meta-test, on-policy data); other parameters kept.
