@@ -47,8 +47,10 @@ VARIANTS: dict[str, list[str]] = {
 
 def run_variant(name: str, seed: int, args: argparse.Namespace) -> None:
     out = args.out / name / f"seed{seed}"
+    # The tables in adaptation.md take the learned step sizes' gradient step (the experiments now adapt with
+    # natural steps); pass adapt.step_size=natural among the overrides for a table with those.
     cfg = load_config([*VARIANTS[name], f"+experiment={args.experiment}", f"seed={seed}", "wandb.mode=disabled",
-                       f"run_dir={out}", *args.overrides])
+                       f"run_dir={out}", "adapt.step_size=learned", *args.overrides])
     last = out / "checkpoints" / "last.pt"
     adapt_cfg = cfg.copy()
     with open_dict(adapt_cfg):
@@ -61,7 +63,7 @@ def run_variant(name: str, seed: int, args: argparse.Namespace) -> None:
         adapt_cfg.adapt.eval_episodes = args.eval_episodes
         adapt_cfg.adapt.control = True
         # BC has no learned step sizes: it is fine-tuned with the fixed one (algo.inner_lr).
-        adapt_cfg.adapt.step_size = "fixed" if name == "bc" else "learned"
+        adapt_cfg.adapt.step_size = "fixed" if name == "bc" else cfg.adapt.step_size
         adapt_cfg.run_dir = str(out / f"adapt_{args.tasks}x{args.eval_episodes}")
     check_settings(adapt_cfg, "adapt")  # a bad evaluation setting is refused before the training, not after it
     env_episodes = int(load_checkpoint(last)["env_episodes"]) if args.adapt_only and last.is_file() else train(cfg).env_episodes

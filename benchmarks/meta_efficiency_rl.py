@@ -43,6 +43,7 @@ def overrides(variant: str, seed: int, args: argparse.Namespace, run_dir: Path) 
     return [f"algo={algo}", f"seed={seed}", f"train.iterations={args.iterations}", f"train.eval_every={args.eval_every}",
             f"train.eval_tasks={args.eval_tasks}", f"train.eval_episodes={args.eval_episodes}",
             f"train.checkpoint_every={args.iterations}", "wandb.mode=disabled", f"run_dir={run_dir}", *extra,
+            "adapt.step_size=learned",  # the curves in rl_experts.md: the gradient step (override for natural steps)
             *args.overrides]
 
 

@@ -79,7 +79,8 @@ def adapt_rows(run_dir: str, family: str, variant: str, tasks: int, eval_episode
     """Adapt the trained checkpoint on ``tasks`` valid-split tasks, with the reward-shuffled control."""
     overrides = ["wandb.mode=disabled", "torch_threads=1", f"adapt.checkpoint={run_dir}/checkpoints/last.pt",
                  "adapt.split=valid", f"adapt.num_tasks={tasks}", f"adapt.eval_episodes={eval_episodes}",
-                 "adapt.control=true", f"run_dir={run_dir}/adapt",
+                 "adapt.control=true", "adapt.step_size=learned",  # the tables in meta_stability.md: the gradient step
+                 f"run_dir={run_dir}/adapt",
                  *[o for o in extra if o.startswith(("sampler.", "seed="))]]
     results = adapt(load_config(overrides), overrides=overrides)
     return [{"family": family, "variant": variant, "run": name, "tasks": tasks, "starts": eval_episodes, **row}

@@ -338,4 +338,6 @@ def test_natural_step_and_shrunk_steps_are_refused_together():
         check_settings(load_config(["adapt.step_size=natural", "adapt.shrink_steps=true"]), "adapt")
     with pytest.raises(ConfigError, match="adapt.natural_step_scale=0: must be a number > 0"):
         check_settings(load_config(["adapt.step_size=natural", "adapt.natural_step_scale=0"]), "adapt")
+    with pytest.raises(ConfigError, match="policy.latent_log_std is set"):  # refused before training, not at its first check
+        check_settings(load_config(["adapt.step_size=natural", "policy.latent_log_std=0"]), "train")
     check_settings(load_config(["adapt.step_size=natural"]), "adapt")

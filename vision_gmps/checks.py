@@ -140,6 +140,10 @@ def check_settings(cfg: DictConfig, job: str) -> None:
     if get("adapt.step_size") == "natural" and get("adapt.shrink_steps") is True:
         problems.append("adapt.shrink_steps=true shortens the gradient step; adapt.step_size=natural takes another "
                         "step: set one of them")
+    episode_noise = [k for k in ("policy.offset_log_std", "policy.latent_log_std") if get(k) not in (None, "<absent>")]
+    if get("adapt.step_size") == "natural" and episode_noise:
+        problems.append(f"adapt.step_size=natural assumes per-step exploration only, but {episode_noise[0]} is set "
+                        f"(per-episode exploration): use adapt.step_size=learned or set {episode_noise[0]}=null")
     problems += _split_sizes(cfg, job, get)
     if problems:
         raise ConfigError("bad settings:\n  " + "\n  ".join(problems) if len(problems) > 1 else problems[0])
