@@ -24,10 +24,9 @@ from rich.table import Table
 
 from robot_envs import make_family
 from vision_gmps.adapt_setup import adapt_argv, check_env_fits, describe_sources, layer_config
-from vision_gmps.adaptation import AdaptationResult, run_adaptation
+from vision_gmps.adaptation import AdaptationResult, natural_scale_of, run_adaptation
 from vision_gmps.checkpoint import load_checkpoint, policy_from_checkpoint
 from vision_gmps.checks import check_settings
-from vision_gmps.inner import NATURAL_STEP_SCALE
 from vision_gmps.config import ConfigError, load_config
 from vision_gmps.rollouts import Sampler
 from vision_gmps.run_logging import RunLogger
@@ -81,8 +80,7 @@ def adapt(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Adap
 
     fixed = acfg.fixed_step_size if acfg.fixed_step_size is not None else trained.algo.inner_lr
     modes = {"learned": step_sizes.as_dict(float(acfg.get("learned_step_scale", 1.0))), "fixed": step_sizes.fixed(fixed),
-             "natural": step_sizes.as_dict()}  # natural: a natural-gradient step on the output layer, sized below
-    natural_scale = float(acfg.get("natural_step_scale", NATURAL_STEP_SCALE))
+             "natural": step_sizes.as_dict()}  # natural: a natural-gradient step on the output layer (unused sizes)
     chosen = ["learned", "fixed"] if acfg.step_size == "both" else [acfg.step_size]
     logger = RunLogger(run_dir, cfg, "adapt")
     results: dict[str, AdaptationResult] = {}
@@ -95,7 +93,7 @@ def adapt(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Adap
                 policy, {k: v.detach() for k, v in modes[mode].items()}, sampler, tasks, acfg.steps,
                 acfg.rollouts_per_task, trained.algo.gamma, trained.algo.baseline, acfg.eval_episodes, cfg.seed,
                 progress=True, with_control=control and i == 0, shrink=bool(acfg.get("shrink_steps", False)),
-                natural_scale=natural_scale if mode == "natural" else None,
+                natural_scale=natural_scale_of(acfg),
             )
         if control:
             results[CONTROL] = results[chosen[0]].control

@@ -12,17 +12,26 @@ same steps, with each task's rewards taken from another task's rollouts of that 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from robot_envs import Task
 from vision_gmps.evaluation import derangement, rewards_from_other_tasks, success_rate
-from vision_gmps.inner import adapt_detached, natural_output_step, shrunk_step, split_by_task
+from vision_gmps.inner import NATURAL_STEP_SCALE, adapt_detached, natural_output_step, shrunk_step, split_by_task
 from vision_gmps.policy import ConvGaussianPolicy, Params
 from vision_gmps.rollouts import PolicyActor, RolloutBatch, Sampler
 
 EVAL_SEED_OFFSET = 1_000_003
+
+
+def natural_scale_of(section: Mapping[str, Any]) -> float | None:
+    """The natural step's size where a config section (adapt, deploy) asks for ``step_size=natural``, else None."""
+    if section.get("step_size") != "natural":
+        return None
+    return float(section.get("natural_step_scale", NATURAL_STEP_SCALE))  # checkpoints from before the key: its default
 
 
 @dataclass

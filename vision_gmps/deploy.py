@@ -29,12 +29,11 @@ from robot_envs.robots.keys import TerminalKeys
 from robot_envs.robots.reward import DetectorReward, OperatorReward, RewardSource, SimulatorReward, key_prompt, scripted_operator
 from robot_envs.robots.safety import EStop, SafeRobot, SafetyLimits
 from vision_gmps.adapt import markdown_table
-from vision_gmps.adaptation import AdaptationResult, run_adaptation
+from vision_gmps.adaptation import AdaptationResult, natural_scale_of, run_adaptation
 from vision_gmps.checks import is_number
 from vision_gmps.checkpoint import CheckpointError, load_checkpoint, policy_from_checkpoint
 from vision_gmps.config import ConfigError, load_config
 from vision_gmps.deploy_collector import DeployDisplay, DeployStopped, RobotCollector
-from vision_gmps.inner import NATURAL_STEP_SCALE
 from vision_gmps.runs import setup_logging
 
 log = logging.getLogger("vision_gmps")
@@ -120,8 +119,8 @@ def deploy(cfg: DictConfig) -> AdaptationResult:
         raise ConfigError("vgmps deploy needs checkpoint=<path to a meta-trained .pt file>")
     if cfg.step_size not in ("learned", "fixed", "natural"):
         raise ConfigError(f"step_size={cfg.step_size!r}: deploy runs learned, fixed or natural")
-    natural_scale = float(cfg.get("natural_step_scale", NATURAL_STEP_SCALE))
-    if cfg.step_size == "natural" and not natural_scale > 0:
+    natural_scale = natural_scale_of(cfg)
+    if natural_scale is not None and not natural_scale > 0:
         raise ConfigError(f"natural_step_scale={natural_scale}: must be a number > 0")
     if cfg.steps < 1 or cfg.rollouts_per_task < 1 or cfg.num_tasks < 1:
         raise ConfigError("deploy needs steps >= 1, rollouts_per_task >= 1 and num_tasks >= 1")
@@ -182,7 +181,7 @@ def deploy(cfg: DictConfig) -> AdaptationResult:
             result = run_adaptation(policy, {k: v.detach() for k, v in sizes.items()}, collector, tasks, int(cfg.steps),
                                     int(cfg.rollouts_per_task), trained.algo.gamma, trained.algo.baseline,
                                     int(cfg.eval_episodes), int(cfg.seed), progress=True,
-                                    natural_scale=natural_scale if cfg.step_size == "natural" else None)
+                                    natural_scale=natural_scale)
             display.update(phase="done")
         write_outputs(run_dir, result, policy, cfg)
         log.info("deploy finished: %d episode(s) run on the robot this time, file %s", collector.episodes_written, output)

@@ -33,13 +33,13 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from robot_envs import Task, make_family
-from vision_gmps.adaptation import run_adaptation
+from vision_gmps.adaptation import natural_scale_of, run_adaptation
 from vision_gmps.checkpoint import CheckpointError, check_compatible, resume_checkpoint, save_checkpoint
 from vision_gmps import distributed
 from vision_gmps.config import ConfigError
 from vision_gmps.distributed import Ranks
 from vision_gmps.expert_data import ExpertBuffer, attach_demo_files
-from vision_gmps.inner import NATURAL_STEP_SCALE, split_by_task
+from vision_gmps.inner import split_by_task
 from vision_gmps.meta import adapt_all, batch_pixels, bc_loss, gmps_loss, maml_loss
 from vision_gmps.policy import ConvGaussianPolicy, StepSizes, build_policy
 from vision_gmps.rollouts import ExpertActor, PolicyActor, RolloutBatch, Sampler
@@ -456,17 +456,12 @@ class MetaTrainer:
             self.cfg.algo.baseline,
             eval_episodes=int(self.cfg.train.get("eval_episodes", 1)),
             seed=iteration_seed(self.cfg.seed, iteration, 5),
-            natural_scale=self._natural_scale(),
+            natural_scale=natural_scale_of(self.cfg.get("adapt") or {}),  # the curve adapts as the final table will
         )
         pre, post = result.rows[0], result.rows[-1]
         return {"eval/success_pre": pre["success"], "eval/success_post": post["success"], "eval/return_post": post["return"],
                 "eval/success_pre_low": pre["success_wilson_low"], "eval/success_pre_high": pre["success_wilson_high"],
                 "eval/success_post_low": post["success_wilson_low"], "eval/success_post_high": post["success_wilson_high"]}
-
-    def _natural_scale(self) -> float | None:
-        """The learning curve adapts as the final table will: natural steps where ``adapt.step_size=natural``."""
-        adapt_cfg = self.cfg.get("adapt") or {}
-        return float(adapt_cfg.get("natural_step_scale", NATURAL_STEP_SCALE)) if adapt_cfg.get("step_size") == "natural" else None
 
     def _check_snapshot(self, row: dict[str, float]) -> tuple[dict[str, float], int, ConvGaussianPolicy, dict]:
         """What a deferred check needs: its row, the iteration, and copies of the policy and step sizes now."""
