@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.helpers import synthetic_expert_batch, synthetic_task_batch, tiny_policy
-from vision_gmps.inner import adapt, importance_weights, surrogate
+from vision_gmps.inner import TaskBatch, adapt, importance_weights, policy_log_prob, surrogate
 from vision_gmps.meta import batch_pixels, gmps_loss, maml_loss
 from vision_gmps.policy import StepSizes
 
@@ -224,3 +224,48 @@ def test_natural_output_step_is_the_inverse_fisher_times_the_policy_gradient():
     assert all(torch.equal(stepped[k], v) for k, v in start.items() if not k.startswith(layer + "."))
     with pytest.raises(ValueError, match="per episode"):
         natural_output_step(tiny_policy(offset_log_std=-1.0), tiny_policy(offset_log_std=-1.0).params(), tb, 1.0)
+
+
+def test_gmps_meta_gradient_through_the_natural_step_matches_finite_differences():
+    """algo.inner_step=natural: the outer loss reaches the encoder and hidden layers through the step's regression."""
+    policy = tiny_policy(seed=4)
+    step_sizes = StepSizes(policy, init=0.5).double()
+    tasks = [synthetic_task_batch(policy, n=40, seed=s) for s in (7, 8)]
+    experts = [synthetic_expert_batch(policy, seed=s) for s in (9, 10)]
+    leaves = list(policy.parameters())
+    g = torch.Generator().manual_seed(5)
+    direction = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in leaves]
+
+    def objective(second_order: bool):
+        return gmps_loss(policy, policy.params(), step_sizes.as_dict(), tasks, experts, create_graph=second_order,
+                         natural_scale=0.7)
+
+    grads = torch.autograd.grad(objective(True), leaves, allow_unused=True)
+    analytic = sum((gr * d).sum() for gr, d in zip(grads, direction) if gr is not None).item()
+    fd = _directional_fd(lambda: objective(True), leaves, direction)
+    assert analytic == pytest.approx(fd, rel=1e-6, abs=1e-9)
+    assert grads[0] is not None and grads[0].abs().sum() > 0  # the first conv layer is shaped by the step
+    # teeth: treating the step as a constant (first order) misses the derivative
+    first = torch.autograd.grad(objective(False), leaves, allow_unused=True)
+    fo = sum((gr * d).sum() for gr, d in zip(first, direction) if gr is not None).item()
+    assert abs(fo - fd) > 1e-4 * max(1.0, abs(fd))
+
+
+def test_natural_step_in_the_graph_is_the_meta_test_step_on_fresh_data():
+    """What meta-training differentiates is the step meta-test takes: same parameters at the collecting policy."""
+    from vision_gmps.inner import natural_output_step
+
+    policy = tiny_policy(seed=5)
+    tb = synthetic_task_batch(policy, n=40, seed=3)
+    in_graph = natural_output_step(policy, policy.params(), tb, scale=2.0, create_graph=True)
+    assert in_graph[f"{policy.output_layer}.weight"].requires_grad
+    with torch.no_grad():
+        detached = natural_output_step(policy, {k: v.detach() for k, v in policy.params().items()}, tb, scale=2.0)
+    for name, value in detached.items():
+        torch.testing.assert_close(in_graph[name].detach(), value, rtol=0, atol=0)
+    # off the collecting parameters the advantages carry the importance weight (as the surrogate's gradient does)
+    moved = {k: v.detach() + (0.05 if k == "log_std" else 0.0) for k, v in policy.params().items()}
+    stepped = natural_output_step(policy, moved, tb, scale=2.0)
+    unweighted = TaskBatch(tb.images, tb.proprio, tb.actions, tb.advantages, policy_log_prob(policy, moved, tb))
+    assert not torch.allclose(stepped[f"{policy.output_layer}.bias"],
+                              natural_output_step(policy, moved, unweighted, scale=2.0)[f"{policy.output_layer}.bias"])

@@ -341,3 +341,8 @@ def test_natural_step_and_shrunk_steps_are_refused_together():
     with pytest.raises(ConfigError, match="policy.latent_log_std is set"):  # refused before training, not at its first check
         check_settings(load_config(["adapt.step_size=natural", "policy.latent_log_std=0"]), "train")
     check_settings(load_config(["adapt.step_size=natural"]), "adapt")
+    with pytest.raises(ConfigError, match="algo.inner_step=natural .* set adapt.step_size=natural"):
+        check_settings(load_config(["algo.inner_step=natural", "adapt.step_size=learned"]), "train")
+    with pytest.raises(ConfigError, match="algo.inner_step=natral: must be one of gradient, natural"):
+        check_settings(load_config(["algo.inner_step=natral"]), "train")
+    check_settings(load_config(["algo.inner_step=natural", "adapt.step_size=natural"]), "train")

@@ -61,6 +61,30 @@ def test_train_writes_a_checkpoint_that_adapt_consumes(tmp_path, algo):
     assert (tmp_path / "adapt" / "task0_before_after.mp4").stat().st_size > 0
 
 
+@pytest.mark.parametrize("algo", ["gmps", "maml"])
+def test_meta_training_through_the_natural_step_trains_and_adapts(tmp_path, algo, monkeypatch):
+    """algo.inner_step=natural: the outer loss and the post-update rollouts take the natural step, and so does adapt."""
+    import vision_gmps.inner as inner
+
+    calls: list[tuple[float, bool]] = []
+    real = inner.natural_output_step
+
+    def recording(policy, params, tb, scale, damping=1e-3, features=None, create_graph=False):
+        calls.append((scale, create_graph))
+        return real(policy, params, tb, scale, damping, features, create_graph)
+
+    monkeypatch.setattr(inner, "natural_output_step", recording)
+    natural = ["algo.inner_step=natural", "adapt.step_size=natural", "adapt.natural_step_scale=1.5"]
+    trainer = train(_cfg(tmp_path, "train.iterations=1", *natural, algo=algo))
+    assert trainer.inner_natural_scale == 1.5
+    assert (1.5, True) in calls  # the meta-loss, differentiated through the step
+    assert (1.5, False) in calls  # the adapted policy's rollouts (DAgger or MAML's post-update batch)
+    results = adapt(load_config(["wandb.mode=disabled", f"adapt.checkpoint={tmp_path / 'checkpoints' / 'last.pt'}",
+                                 "adapt.num_tasks=2", "adapt.steps=1", "adapt.rollouts_per_task=3",
+                                 f"run_dir={tmp_path / 'adapt'}"]))
+    assert set(results) == {"natural"}  # the stored config's meta-test step
+
+
 def test_learned_step_scale_multiplies_the_first_adaptation_step(tmp_path):
     """adapt.learned_step_scale=2 moves every adapted parameter exactly twice as far on the same rollouts."""
     train(_cfg(tmp_path, "train.iterations=1", "env.kwargs.goal_distance=0.35"))  # near goals: some rollouts score

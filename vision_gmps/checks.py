@@ -74,6 +74,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "algo.baseline": ("linear", "none"),
     "algo.imitation_loss": ("mse", "nll"),
     "algo.expert.source": ("scripted", "demos", "zoo"),
+    "algo.inner_step": ("gradient", "natural"),
     "adapt.step_size": ("learned", "fixed", "both", "natural"),
     "adapt.split": SPLITS,  # valid: for choosing settings; test: for the tables
     "wandb.mode": ("offline", "online", "disabled"),
@@ -140,8 +141,12 @@ def check_settings(cfg: DictConfig, job: str) -> None:
     if get("adapt.step_size") == "natural" and get("adapt.shrink_steps") is True:
         problems.append("adapt.shrink_steps=true shortens the gradient step; adapt.step_size=natural takes another "
                         "step: set one of them")
+    if job != "adapt" and get("algo.inner_step") == "natural" and get("adapt.step_size") != "natural":
+        problems.append(f"algo.inner_step=natural meta-trains for the natural step that meta-test takes, but "
+                        f"adapt.step_size={get('adapt.step_size')}: set adapt.step_size=natural (its size, "
+                        "adapt.natural_step_scale, is the one training uses)")
     episode_noise = [k for k in ("policy.offset_log_std", "policy.latent_log_std") if get(k) not in (None, "<absent>")]
-    if get("adapt.step_size") == "natural" and episode_noise:
+    if (get("adapt.step_size") == "natural" or get("algo.inner_step") == "natural") and episode_noise:
         problems.append(f"adapt.step_size=natural assumes per-step exploration only, but {episode_noise[0]} is set "
                         f"(per-episode exploration): use adapt.step_size=learned or set {episode_noise[0]}=null")
     problems += _split_sizes(cfg, job, get)

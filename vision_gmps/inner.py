@@ -106,8 +106,11 @@ def adapt(
     steps: int = 1,
     create_graph: bool = True,
     features: Tensor | None = None,
+    natural_scale: float | None = None,
 ) -> Params:
     """``steps`` gradient-ascent steps on the surrogate: phi = theta + alpha * grad J.
+
+    ``natural_scale``: each step is instead ``natural_output_step`` of that size (``step_sizes`` unused).
 
     ``create_graph=True`` keeps the graph for second-order meta-gradients; with
     False the step is first-order (the gradient is treated as a constant) but
@@ -118,6 +121,9 @@ def adapt(
     phi = dict(params)
     for _ in range(steps):
         feats = features if (features is not None and not policy.encoder_adapted) else None
+        if natural_scale is not None:
+            phi = natural_output_step(policy, phi, tb, natural_scale, features=feats, create_graph=create_graph)
+            continue
         objective = surrogate(policy, phi, tb, feats)
         grads = torch.autograd.grad(objective, [phi[n] for n in names], create_graph=create_graph, retain_graph=True)
         phi = {**phi, **{n: phi[n] + step_sizes[n] * g for n, g in zip(names, grads)}}
@@ -125,12 +131,13 @@ def adapt(
 
 
 def adapt_detached(
-    policy: ConvGaussianPolicy, params: Params, step_sizes: Params, tb: TaskBatch, steps: int = 1
+    policy: ConvGaussianPolicy, params: Params, step_sizes: Params, tb: TaskBatch, steps: int = 1,
+    natural_scale: float | None = None,
 ) -> Params:
     """Adapt for acting only (meta-test, DAgger rollouts): no graph back to the meta-parameters."""
     leaf = {k: v.detach().requires_grad_(k in policy.adapted_names) for k, v in params.items()}
     alpha = {k: v.detach() for k, v in step_sizes.items()}
-    phi = adapt(policy, leaf, alpha, tb, steps, create_graph=False)
+    phi = adapt(policy, leaf, alpha, tb, steps, create_graph=False, natural_scale=natural_scale)
     return {k: v.detach() for k, v in phi.items()}
 
 
@@ -176,8 +183,8 @@ NATURAL_STEP_SCALE = 2.0  # adapt.natural_step_scale's default (chosen on door's
 
 
 def natural_output_step(policy: ConvGaussianPolicy, params: Params, tb: TaskBatch, scale: float,
-                        damping: float = 1e-3) -> Params:
-    """One natural policy-gradient step on the head's output layer (meta-test, on-policy data); other parameters kept.
+                        damping: float = 1e-3, features: Tensor | None = None, create_graph: bool = False) -> Params:
+    """One natural policy-gradient step on the head's output layer; other parameters kept.
 
     For the Gaussian mean W h + b with fixed std, the Fisher of each action dimension's row is
     E[h h^T] / sigma^2 (h with a 1 appended) and its policy gradient E[h (a - mu) A] / sigma^2, so the
@@ -187,16 +194,25 @@ def natural_output_step(policy: ConvGaussianPolicy, params: Params, tb: TaskBatc
     valid targets against 0.23 before) yet the plain step from 40 rollouts loses success, while the
     layer's features are strongly correlated, which the Fisher undoes (benchmarks/adaptation.md).
     ``damping`` is added to E[h h^T]; ``scale`` multiplies the step (choose it on the valid split).
+
+    Off the parameters that collected the batch (meta-training's outer steps reuse one batch) the
+    advantages carry the importance weight, as in ``surrogate``; on fresh data the weights are exactly 1.
+    ``create_graph=True`` keeps the step in the graph (meta-training through it, ``algo.inner_step=natural``):
+    the meta-gradient then reaches the encoder and hidden layers through the features the regression uses.
+    With False the step is a constant (meta-test; first-order meta-training).
     """
     if policy.has_episode_noise:
         raise ValueError("the natural output-layer step assumes per-step Gaussian exploration only; this policy also "
                          "explores per episode (policy.offset_log_std or policy.latent_log_std): use the gradient step")
     weight, bias = f"{policy.output_layer}.weight", f"{policy.output_layer}.bias"
-    with torch.no_grad():
-        features = policy.encode(tb.images, params)
+    with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
+        if features is None:
+            features = policy.encode(tb.images, params)
         hidden = policy.head_hidden(features, tb.proprio, params)
         h = torch.cat([hidden, torch.ones_like(hidden[:, :1])], dim=1)
-        noise = tb.actions - policy.head_mean(features, tb.proprio, params)
+        mean = policy.head_mean(features, tb.proprio, params)
+        ratio = torch.exp(policy.log_prob(mean, params["log_std"], tb.actions) - tb.logp_old)
         moments = h.T @ h / len(h) + damping * torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
-        direction = torch.linalg.solve(moments, h.T @ (noise * tb.advantages[:, None]) / len(h))  # [H + 1, A]
+        target = h.T @ ((tb.actions - mean) * (ratio * tb.advantages)[:, None]) / len(h)
+        direction = torch.linalg.solve(moments, target)  # [H + 1, A]
     return {**params, weight: params[weight] + scale * direction[:-1].T, bias: params[bias] + scale * direction[-1]}

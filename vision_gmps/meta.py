@@ -68,10 +68,13 @@ def adapt_all(
     steps: int,
     create_graph: bool,
     pixels: Tensor | None = None,
+    natural_scale: float | None = None,
 ) -> list[Params]:
+    """Each task's adapted parameters; ``natural_scale``: natural output-layer steps instead of gradient steps."""
     features = _shared_features(policy, params, [tb.images for tb in task_batches], pixels)
     return [
-        adapt(policy, params, step_sizes, tb, steps, create_graph, None if features is None else features[i])
+        adapt(policy, params, step_sizes, tb, steps, create_graph, None if features is None else features[i],
+              natural_scale)
         for i, tb in enumerate(task_batches)
     ]
 
@@ -86,9 +89,10 @@ def gmps_loss(
     create_graph: bool = True,
     kind: str = "mse",
     pre_pixels: Tensor | None = None,
+    natural_scale: float | None = None,
 ) -> Tensor:
     """Mean over tasks of the adapted policy's imitation loss on that task's expert data."""
-    phis = adapt_all(policy, params, step_sizes, task_batches, inner_steps, create_graph, pre_pixels)
+    phis = adapt_all(policy, params, step_sizes, task_batches, inner_steps, create_graph, pre_pixels, natural_scale)
     features = _shared_features(policy, params, [e[0] for e in expert_batches])
     losses = []
     for i, (phi, (images, proprio, actions)) in enumerate(zip(phis, expert_batches)):
@@ -108,9 +112,10 @@ def maml_loss(
     clip: float = 0.2,
     pre_pixels: Tensor | None = None,
     post_pixels: Tensor | None = None,
+    natural_scale: float | None = None,
 ) -> Tensor:
     """Negative clipped policy-gradient objective of the adapted policies on their own rollouts."""
-    phis = adapt_all(policy, params, step_sizes, pre_batches, inner_steps, create_graph, pre_pixels)
+    phis = adapt_all(policy, params, step_sizes, pre_batches, inner_steps, create_graph, pre_pixels, natural_scale)
     features = _shared_features(policy, params, [tb.images for tb in post_batches], post_pixels)
     losses = []
     for i, (phi, tb) in enumerate(zip(phis, post_batches)):

@@ -86,6 +86,10 @@ class MetaTrainer:
         self.policy: ConvGaussianPolicy = build_policy(
             space["image"].shape, space["proprio"].shape[0], self.sampler.vec.single_action_space.shape[0], cfg.policy
         ).to(self.device)
+        # algo.inner_step=natural: meta-train through the natural output-layer step that meta-test takes, at its size
+        # (the config check requires adapt.step_size=natural with it); None: the gradient step with learned step sizes
+        self.inner_natural_scale = (natural_scale_of(cfg.get("adapt") or {})
+                                    if cfg.algo.get("inner_step", "gradient") == "natural" else None)
         self.step_sizes = StepSizes(self.policy, cfg.algo.inner_lr, learnable=cfg.algo.learn_step_sizes,
                                     by_prefix=cfg.algo.get("inner_lr_by_param")).to(self.device)
         groups = [{"params": list(self.policy.parameters())}]
@@ -380,7 +384,8 @@ class MetaTrainer:
         need_post = cfg.name == "maml" or (cfg.dagger.enabled and self.iteration % cfg.dagger.every == 0)
         if need_post:
             phis = [{k: v.detach() for k, v in p.items()}
-                    for p in adapt_all(self.policy, theta, alpha, pre_batches, cfg.inner_steps, create_graph=False)]
+                    for p in adapt_all(self.policy, theta, alpha, pre_batches, cfg.inner_steps, create_graph=False,
+                                       natural_scale=self.inner_natural_scale)]
             episodes = cfg.rollouts_per_task if cfg.name == "maml" else cfg.dagger.rollouts_per_task
             post = self._collect(tasks, phis, episodes, 4, "post-update rollouts",
                                  "meta_post" if cfg.name == "maml" else "dagger")
@@ -400,7 +405,7 @@ class MetaTrainer:
 
             def adapted_loss(batch):
                 return gmps_loss(self.policy, theta, alpha, pre_batches, batch, cfg.inner_steps, second_order,
-                                 cfg.imitation_loss, pre_pixels)
+                                 cfg.imitation_loss, pre_pixels, self.inner_natural_scale)
 
             def fn():
                 # pre_update_bc_weight: the pre-update policy keeps imitating the expert too, so the
@@ -409,13 +414,13 @@ class MetaTrainer:
                 loss = adapted_loss(batch)
                 return loss + anchor * bc_loss(self.policy, theta, batch, cfg.imitation_loss) if anchor else loss
 
-            if self.iteration == 0 and warm_started:
+            if self.iteration == 0 and warm_started and self.inner_natural_scale is None:  # no step sizes to calibrate
                 metrics["step_size_calibration"] = self._calibrate_step_sizes(adapted_loss, expert_batch(), weight)
         else:
             post_pixels = batch_pixels(self.policy, post_batches)
             fn = lambda: maml_loss(  # noqa: E731
                 self.policy, theta, alpha, pre_batches, post_batches, cfg.inner_steps, second_order, cfg.clip,
-                pre_pixels, post_pixels,
+                pre_pixels, post_pixels, self.inner_natural_scale,
             )
         metrics["outer_lr_scale"] = self._warm_up_outer_lr()
         learn()
