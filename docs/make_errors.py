@@ -51,6 +51,8 @@ CASES: list[tuple[str, list[str]]] = [
     ("adapt on more tasks than the split has", ["adapt", CKPT, "adapt.num_tasks=50"]),
     ("adapt with an unknown step-size mode", ["adapt", CKPT, "adapt.step_size=best"]),
     ("adapt with a misspelt on/off flag", ["adapt", CKPT, "adapt.control=flase"]),
+    ("train through the natural step, meta-test with another", ["train", "algo.inner_step=natural",
+                                                               "adapt.step_size=learned"]),
     ("collect into an existing file", ["collect", "output=data/point.hdf5", "num_tasks=2"]),
     ("collect with bad counts", ["collect", "output=data/new.hdf5", "num_tasks=25", "demos_per_task=0"]),
     ("collect a task the split lacks", ["collect", "output=data/new.hdf5", "task_indices=[0,25]"]),
