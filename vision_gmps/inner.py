@@ -131,13 +131,12 @@ def adapt(
 
 
 def adapt_detached(
-    policy: ConvGaussianPolicy, params: Params, step_sizes: Params, tb: TaskBatch, steps: int = 1,
-    natural_scale: float | None = None,
+    policy: ConvGaussianPolicy, params: Params, step_sizes: Params, tb: TaskBatch, steps: int = 1
 ) -> Params:
     """Adapt for acting only (meta-test, DAgger rollouts): no graph back to the meta-parameters."""
     leaf = {k: v.detach().requires_grad_(k in policy.adapted_names) for k, v in params.items()}
     alpha = {k: v.detach() for k, v in step_sizes.items()}
-    phi = adapt(policy, leaf, alpha, tb, steps, create_graph=False, natural_scale=natural_scale)
+    phi = adapt(policy, leaf, alpha, tb, steps, create_graph=False)
     return {k: v.detach() for k, v in phi.items()}
 
 
