@@ -126,6 +126,10 @@ def test_deploy_refuses_bad_setups_before_moving(checkpoint, tmp_path):
         deploy(load_config(_args(checkpoint, tmp_path / "b.hdf5", "reward.source=operator"), config_name="deploy"))
     with pytest.raises(ConfigError, match="detector"):
         deploy(load_config(_args(checkpoint, tmp_path / "c.hdf5", "reward.source=detector"), config_name="deploy"))
+    for bad in ("0", "abc"):  # a size that is not a positive number: a clear error, not float()'s
+        with pytest.raises(ConfigError, match=f"natural_step_scale={bad}: must be a number > 0"):
+            deploy(load_config(_args(checkpoint, tmp_path / "d.hdf5", "step_size=natural", f"natural_step_scale={bad}"),
+                               config_name="deploy"))
     assert not any(tmp_path.glob("*.hdf5"))
 
 

@@ -146,7 +146,7 @@ def check_settings(cfg: DictConfig, job: str) -> None:
                         f"adapt.step_size={get('adapt.step_size')}: set adapt.step_size=natural (its size, "
                         "adapt.natural_step_scale, is the one training uses)")
     episode_noise = [k for k in ("policy.offset_log_std", "policy.latent_log_std") if get(k) not in (None, "<absent>")]
-    if (get("adapt.step_size") == "natural" or get("algo.inner_step") == "natural") and episode_noise:
+    if get("adapt.step_size") == "natural" and episode_noise:  # (algo.inner_step=natural needs it, above)
         problems.append(f"adapt.step_size=natural assumes per-step exploration only, but {episode_noise[0]} is set "
                         f"(per-episode exploration): use adapt.step_size=learned or set {episode_noise[0]}=null")
     problems += _split_sizes(cfg, job, get)

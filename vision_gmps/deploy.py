@@ -119,9 +119,9 @@ def deploy(cfg: DictConfig) -> AdaptationResult:
         raise ConfigError("vgmps deploy needs checkpoint=<path to a meta-trained .pt file>")
     if cfg.step_size not in ("learned", "fixed", "natural"):
         raise ConfigError(f"step_size={cfg.step_size!r}: deploy runs learned, fixed or natural")
+    if cfg.step_size == "natural" and not (is_number(cfg.natural_step_scale) and cfg.natural_step_scale > 0):
+        raise ConfigError(f"natural_step_scale={cfg.natural_step_scale}: must be a number > 0")
     natural_scale = natural_scale_of(cfg)
-    if natural_scale is not None and not natural_scale > 0:
-        raise ConfigError(f"natural_step_scale={natural_scale}: must be a number > 0")
     if cfg.steps < 1 or cfg.rollouts_per_task < 1 or cfg.num_tasks < 1:
         raise ConfigError("deploy needs steps >= 1, rollouts_per_task >= 1 and num_tasks >= 1")
     if not is_number(cfg.learned_step_scale) or not cfg.learned_step_scale > 0:

@@ -209,7 +209,7 @@ def natural_output_step(policy: ConvGaussianPolicy, params: Params, tb: TaskBatc
             features = policy.encode(tb.images, params)
         hidden = policy.head_hidden(features, tb.proprio, params)
         h = torch.cat([hidden, torch.ones_like(hidden[:, :1])], dim=1)
-        mean = policy.head_mean(features, tb.proprio, params)
+        mean = torch.nn.functional.linear(hidden, params[weight], params[bias])  # = head_mean without episode noise
         ratio = torch.exp(policy.log_prob(mean, params["log_std"], tb.actions) - tb.logp_old)
         moments = h.T @ h / len(h) + damping * torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
         target = h.T @ ((tb.actions - mean) * (ratio * tb.advantages)[:, None]) / len(h)
