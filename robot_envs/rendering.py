@@ -126,6 +126,13 @@ LOW_POLY_GROUP = 5
 # triangles each, made push's 24x32 render 2.3-2.8x slower while adding no visible pixel.
 HIDDEN_GROUP = 3
 MAX_VISUAL_FACES = 500
+# Tessellation of the built-in primitives (cylinders, capsules, spheres) in the fast camera's GL context.
+# MuJoCo's default (28 slices x 16 stacks) gives each table leg ~900 triangles, and llvmpipe's cost
+# follows triangles, not pixels: at 24x32, 16 x 4 renders push 1.44x and door 1.8x faster, and moves
+# 2% of push's and 8% of door's pixels by a few grey levels (benchmarks/env_speed.md;
+# tests/test_lean_envs.py bounds the change).
+PRIMITIVE_SLICES = 16
+PRIMITIVE_STACKS = 4
 
 
 def mark_low_poly_geoms(model) -> int:
@@ -235,7 +242,8 @@ class _SharedRenderer:
             digest.update(name.encode())
             digest.update(np.ascontiguousarray(getattr(model, name, np.zeros(0))).tobytes())
         g, q = model.vis.global_, model.vis.quality
-        key = (height, width, g.offwidth, g.offheight, q.offsamples, q.shadowsize, model.vis.global_.fovy,
+        key = (height, width, g.offwidth, g.offheight, q.offsamples, q.shadowsize, q.numslices, q.numstacks,
+               q.numquads, model.vis.global_.fovy,
                digest.hexdigest())
         shared = cls._live.get(key) or cls(key, model, height, width)
         cls._live[key] = shared
@@ -266,6 +274,8 @@ class FastCamera:
         model.vis.quality.offsamples = 0
         # shadows are never drawn (see render), so skip the 4096^2 shadow map: ~60 MB per camera
         model.vis.quality.shadowsize = 0
+        # the context builds the primitives' meshes from these (mjr_makeContext), so set them first
+        model.vis.quality.numslices, model.vis.quality.numstacks = PRIMITIVE_SLICES, PRIMITIVE_STACKS
         self._model = model
         self._shared: _SharedRenderer | None = _SharedRenderer.acquire(model, height, width)
         self._camera = mujoco.MjvCamera()

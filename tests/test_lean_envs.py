@@ -1,8 +1,10 @@
-"""Memory cuts for robosuite envs (lean model, one shared GL renderer per process) change no image or state."""
+"""Memory cuts for robosuite envs (lean model, one shared GL renderer per process) change no image or state;
+the render cut (coarse primitives) moves a few pixels by a few grey levels."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import robot_envs.robosuite_common as common  # chooses the GL backend before mujoco is imported
 from robot_envs import make_family
@@ -56,3 +58,31 @@ def test_lean_shared_envs_match_full_model(monkeypatch):
     finally:
         for env in (full, lean_a, lean_b):
             env.close()
+
+
+@pytest.mark.parametrize("name", ["push", "door"])
+def test_coarse_primitives_barely_change_images(name, monkeypatch):
+    """The fast camera tessellates cylinders and capsules coarsely (rendering.PRIMITIVE_SLICES/STACKS) for speed;
+    against MuJoCo's default tessellation the image may move by a few grey levels, not change what it shows."""
+    from robot_envs import rendering
+
+    env = make_family(name, image_size=(24, 32)).make_env()
+    try:
+        env.reset(seed=0)
+        for action in np.random.default_rng(0).uniform(-1, 1, (5, env.action_space.shape[0])):
+            env.step(action)
+        fast = env.render().astype(int)
+        monkeypatch.setattr(rendering, "PRIMITIVE_SLICES", 28)  # MuJoCo's defaults
+        monkeypatch.setattr(rendering, "PRIMITIVE_STACKS", 16)
+        fine_camera = rendering.FastCamera(env.model, env._camera.camera, 24, 32)
+        try:
+            fine = fine_camera.render(env.data).astype(int)
+        finally:
+            fine_camera.close()
+        if name == "door":  # its frame and handle are cylinders and capsules: the two tessellations must differ
+            assert not np.array_equal(fast, fine)
+        moved = np.abs(fast - fine).max(-1)
+        assert np.abs(fast - fine).mean() < 0.5, f"{name}: mean change {np.abs(fast - fine).mean():.2f} grey levels"
+        assert (moved > 16).mean() < 0.005, f"{name}: {(moved > 16).mean():.1%} of pixels moved by more than 16"
+    finally:
+        env.close()
