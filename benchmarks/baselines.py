@@ -47,10 +47,10 @@ VARIANTS: dict[str, list[str]] = {
 
 def run_variant(name: str, seed: int, args: argparse.Namespace) -> None:
     out = args.out / name / f"seed{seed}"
-    # The tables in adaptation.md take the learned step sizes' gradient step (the experiments now adapt with
-    # natural steps); pass adapt.step_size=natural among the overrides for a table with those.
+    # Meta-test takes the experiment's step (push_cpu, door_cpu: natural); the tables in adaptation.md before
+    # 2026-12-07 took the learned step sizes' gradient step: pass adapt.step_size=learned to repeat them.
     cfg = load_config([*VARIANTS[name], f"+experiment={args.experiment}", f"seed={seed}", "wandb.mode=disabled",
-                       f"run_dir={out}", "adapt.step_size=learned", *args.overrides])
+                       f"run_dir={out}", *args.overrides])
     last = out / "checkpoints" / "last.pt"
     adapt_cfg = cfg.copy()
     with open_dict(adapt_cfg):
