@@ -26,7 +26,7 @@ CASES = {
                 "sampler.num_envs=10"],
     # push keeps push_cpu's 40 rollouts per task: at 20 the inner step is noisier than any push run's, and the
     # first meta-update lost 0.15-0.18 of training success on two of three seeds (benchmarks/meta_stability.md).
-    "push": ["+experiment=push_cpu", "env.tasks.train=3", "algo.pretrain_steps=500",
+    "push": ["+experiment=push_cpu", "env.tasks.train=3", "algo.meta_batch_size=null", "algo.pretrain_steps=500",
              "algo.expert.episodes_per_task=5", "sampler.num_envs=10", "policy.conv_channels=[8,8]", "policy.conv_strides=[2,1]",
              "policy.hidden_sizes=[32,32]", "policy.adapt=[head.4,bias_transform]"],
 }
