@@ -301,7 +301,7 @@ def test_a_config_typo_names_the_closest_key_not_a_plus_hint(override, message):
     ("algo.gamma=1.5", "train", "algo.gamma=1.5: must be a number > 0.0 and <= 1.0"),
     ("sampler.num_envs=0", "train", "sampler.num_envs=0"),
     ("train.iterations=abc", "train", "train.iterations=abc: must be an integer"),
-    ("algo.meta_batch_size=30", "train", "algo.meta_batch_size=30: must be null or 1..20 (env.tasks.train)"),
+    ("algo.meta_batch_size=30", "train", "algo.meta_batch_size=30: must be null (all training tasks) or 1..20, the tasks of env.tasks.train=20; lower it or raise env.tasks.train"),
     ("train.eval_tasks=0", "train", "train.eval_tasks=0: must be >= 1 (valid-split tasks)"),
     ("adapt.split=validation", "adapt", "adapt.split=validation: must be one of train, test, valid"),
     ("adapt.num_tasks=11", "adapt", "adapt.num_tasks=11: the test split has 10 tasks"),

@@ -233,7 +233,8 @@ def test_demo_job_writes_a_report_with_every_section(tmp_path):
     from demos.hdf5 import DemoReader
     from vision_gmps.demo import run_demo
 
-    cfg = load_config([*TINY, "algo.dagger.rollouts_per_task=1", "policy.adapt=[head.2,bias_transform]",
+    # 2 of the 3 training tasks per iteration, as the main job meta-trains on 10 of its 40 (push_cpu)
+    cfg = load_config([*TINY, "algo.meta_batch_size=2", "algo.dagger.rollouts_per_task=1", "policy.adapt=[head.2,bias_transform]",
                        "demo.demos_per_task=1", "algo.pretrain_steps=3", f"run_dir={tmp_path}", "train.iterations=2",
                        "train.eval_every=1", "train.eval_tasks=2", "adapt.num_tasks=2", "adapt.steps=1",
                        "adapt.rollouts_per_task=2", "adapt.step_size=both"], config_name="demo")

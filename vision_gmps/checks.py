@@ -163,7 +163,8 @@ def _split_sizes(cfg: DictConfig, job: str, get) -> list[str]:
     if job in ("train", "demo"):
         mbs = get("algo.meta_batch_size")
         if mbs not in (None, "<absent>") and (not _is_int(mbs) or not 1 <= mbs <= train_n):
-            out.append(f"algo.meta_batch_size={mbs}: must be null or 1..{train_n} (env.tasks.train)")
+            out.append(f"algo.meta_batch_size={mbs}: must be null (all training tasks) or 1..{train_n}, the tasks of "
+                       f"env.tasks.train={train_n}; lower it or raise env.tasks.train")
         eval_every, eval_tasks = get("train.eval_every"), get("train.eval_tasks")
         if _is_int(eval_every) and eval_every > 0 and _is_int(eval_tasks) and eval_tasks < 1:
             out.append(f"train.eval_tasks={eval_tasks}: must be >= 1 (valid-split tasks) while train.eval_every > 0")
