@@ -32,8 +32,8 @@ COMMON = ["wandb.mode=disabled", "torch_threads=1", "train.eval_every=0", "train
 EXPERIMENTS = {"push": "+experiment=push_cpu", "door": "+experiment=door_cpu", "example": "+experiment=reach_cpu"}
 FAMILIES = {
     # push_cpu's settings (BC warm start, 30 outer steps per iteration) on fewer tasks and rollouts.
-    "push": ["+experiment=push_cpu", "env.tasks.train=5", "algo.meta_batch_size=null", "algo.rollouts_per_task=20", "sampler.num_envs=10",
-             "algo.dagger.enabled=false"],
+    "push": ["+experiment=push_cpu", "env.tasks.train=5", "algo.meta_batch_size=null", "algo.rollouts_per_task=20",
+             "sampler.num_envs=10", "algo.dagger.enabled=false"],
     "door": ["+experiment=door_cpu", "env.tasks.train=5", "algo.rollouts_per_task=20", "sampler.num_envs=10",
              "algo.dagger.enabled=false"],
     "example": ["+experiment=reach_cpu"],
