@@ -103,7 +103,7 @@ class MetaTrainer:
             raise ConfigError("policy.latent_log_std with BC pre-training runs on one process: the per-task latents "
                               "are fitted over all training tasks at once; drop torchrun or set policy.latent_log_std=null")
         if ranks.active:
-            batch = cfg.algo.meta_batch_size or len(self.train_tasks)
+            batch = self.meta_batch
             if ranks.world > batch:
                 raise ConfigError(f"{ranks.world} data-parallel ranks, but a meta-batch of {batch} tasks: every rank needs "
                                   "at least one; use fewer ranks (torchrun --nproc_per_node) or more env.tasks.train")
@@ -267,8 +267,13 @@ class MetaTrainer:
                  np.round(spread.cpu().numpy(), 3))
 
     # ---------------------------------------------------------------- one iteration
+    @property
+    def meta_batch(self) -> int:
+        """Training tasks per iteration: ``algo.meta_batch_size``, or all of them when it is null."""
+        return min(self.cfg.algo.meta_batch_size or len(self.train_tasks), len(self.train_tasks))
+
     def _iteration_tasks(self) -> list[int]:
-        n = self.cfg.algo.meta_batch_size or len(self.train_tasks)
+        n = self.meta_batch
         if n >= len(self.train_tasks):
             return list(range(len(self.train_tasks)))
         rng = np.random.default_rng(iteration_seed(self.cfg.seed, self.iteration, 1))
