@@ -164,8 +164,8 @@ def meta_iteration(backend: str, workers: int) -> dict[str, float]:
             total = time.perf_counter() - t0
         finally:
             Sampler.close(trainer.sampler)
-    tasks = cfg.algo.meta_batch_size or cfg.env.tasks.train  # push_cpu: 10 of its 40 training tasks per iteration
-    steps = tasks * cfg.algo.rollouts_per_task * cfg.env.kwargs.horizon
+    # the iteration's own tasks (push_cpu: 10 of its 40 training tasks), not the whole training split
+    steps = trainer.meta_batch * cfg.algo.rollouts_per_task * cfg.env.kwargs.horizon
     return {"iteration_s": total, "sampling_s": sampling[0], "learner_s": total - sampling[0], "image_steps": steps}
 
 
