@@ -16,6 +16,7 @@ of those sizes (``adapt.step_size=natural``, ``adapt.natural_step_scale``; ``--s
 empty). The JSON keeps each task's success and final metric per step, for paired comparisons.
 
     python benchmarks/step_scale.py <door checkpoint> --scales 1 --natural 0.5 1 2 4 --steps 1
+    python benchmarks/step_scale.py <push checkpoint> --scales --natural 2 --explore-shift 0 0.35 0  # wider sideways
 """
 
 from __future__ import annotations
@@ -59,9 +60,10 @@ def sweep(ckpt: Path, scales: list[float], args: argparse.Namespace) -> dict[str
             sizes = {k: v.detach() for k, v in step_sizes.as_dict(1.0 if natural else scale).items()}
             result = run_adaptation(policy, sizes, sampler, tasks, args.steps, args.rollouts, cfg.algo.gamma,
                                     cfg.algo.baseline, args.eval_episodes, args.seed, shrink=shrink,
-                                    natural_scale=scale if natural else None)
+                                    natural_scale=scale if natural else None, explore_log_std_shift=args.explore_shift)
             name = variant_name(scale, shrink, natural)
             out[name] = {"rows": result.rows, "per_task_success": result.per_task_success.tolist(),
+                         "explore_log_std_shift": args.explore_shift,
                          **{f"per_task_final_{k}": v.tolist() for k, v in result.per_task_final.items()}}
             finals = "".join(f"; {k}: " + " -> ".join(f"{r[k]:.3g}" for r in result.rows)
                              for k in result.rows[0] if k.startswith("final_"))
@@ -85,6 +87,8 @@ def main() -> None:
                         help="on: each task's step shortened by its own noise (adapt.shrink_steps)")
     parser.add_argument("--natural", nargs="*", type=float, default=[],
                         help="sizes of natural-gradient steps on the output layer (adapt.step_size=natural)")
+    parser.add_argument("--explore-shift", nargs="+", type=float, default=None,
+                        help="adapt.explore_log_std_shift for every variant: one number, or one per action dimension")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if any(s <= 0 for s in args.scales + args.natural):

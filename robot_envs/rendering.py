@@ -133,6 +133,13 @@ MAX_VISUAL_FACES = 500
 # tests/test_lean_envs.py bounds the change).
 PRIMITIVE_SLICES = 16
 PRIMITIVE_STACKS = 4
+# A drawn collision mesh whose convex hull has more faces than this is drawn as a coarser hull instead: a
+# visual-only twin (no contacts, no mass) made by MuJoCo from ``COARSE_HULL_VERTICES`` of its hull's vertices,
+# picked farthest-first. Robot link1's hull has 3,172 faces against 200-300 for every other link and cost a
+# quarter of push's 24x32 render (benchmarks/env_speed.md; tests/test_lean_envs.py bounds the image change).
+# ``lean_model_xml`` builds the twins; None keeps every hull as it is.
+MAX_DRAWN_HULL_FACES: int | None = 400
+COARSE_HULL_VERTICES = 150
 
 
 def mark_low_poly_geoms(model) -> int:
@@ -171,6 +178,9 @@ def lean_model_xml(xml: str, model) -> str:
     inertials, so physics is unchanged; the model's statistics (which set the camera's clip
     planes) are pinned to the full model's, so images are too (both tested). The compiled push
     model drops from ~67 MB to ~17 MB and the GL context no longer holds those meshes.
+
+    Drawn collision meshes with a hull over ``MAX_DRAWN_HULL_FACES`` faces (robot link1) stay undrawn in
+    group 0 and get a coarse visual twin beside them: images move by a few grey levels, physics not at all.
     """
     import xml.etree.ElementTree as ET
 
@@ -190,10 +200,14 @@ def lean_model_xml(xml: str, model) -> str:
             drop.add(name)
         elif (body_heavy and group == 0) or (not body_heavy and group == 1):
             drawn.add(name)
+    coarse = _heavy_drawn_hulls(model, drawn)
     root = ET.fromstring(xml)
-    for geom in root.iter("geom"):
+    parents = {child: parent for parent in root.iter() for child in parent}
+    for geom in list(root.iter("geom")):
         name = geom.get("name")
-        if name in drop:
+        if name in coarse:
+            _add_coarse_twin(root, parents[geom], geom, *coarse[name])  # the geom itself stays in group 0, undrawn
+        elif name in drop:
             for key in ("mesh", "pos", "quat", "euler", "axisangle", "xyaxes", "zaxis", "fromto"):
                 geom.attrib.pop(key, None)
             geom.set("type", "sphere")
@@ -213,6 +227,63 @@ def lean_model_xml(xml: str, model) -> str:
     stat.set("meansize", repr(float(model.stat.meansize)))
     stat.set("center", " ".join(repr(float(v)) for v in model.stat.center))
     return ET.tostring(root, encoding="unicode")
+
+
+def _heavy_drawn_hulls(model, drawn: set[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Drawn mesh geoms whose hull exceeds ``MAX_DRAWN_HULL_FACES``: name -> (coarse vertices, geom pos, geom quat).
+
+    The vertices are in the compiled mesh's frame, so they go with the compiled geom pose (MuJoCo re-centres
+    the new mesh and moves the pose to match).
+    """
+    import mujoco
+
+    if MAX_DRAWN_HULL_FACES is None:
+        return {}
+    out = {}
+    for g in range(model.ngeom):
+        name = model.geom(g).name
+        if name not in drawn or model.geom_type[g] != mujoco.mjtGeom.mjGEOM_MESH:
+            continue
+        mesh = model.geom_dataid[g]
+        adr = model.mesh_graphadr[mesh]
+        if adr < 0 or model.mesh_graph[adr + 1] <= MAX_DRAWN_HULL_FACES:
+            continue
+        numvert = model.mesh_graph[adr]
+        hull_ids = model.mesh_graph[adr + 2 + numvert: adr + 2 + 2 * numvert]
+        points = model.mesh_vert[model.mesh_vertadr[mesh] + hull_ids].astype(np.float64)
+        out[name] = (_farthest_first(points, COARSE_HULL_VERTICES), model.geom_pos[g].copy(), model.geom_quat[g].copy())
+    return out
+
+
+def _farthest_first(points: np.ndarray, k: int) -> np.ndarray:
+    """``k`` of ``points`` spread over the shape: each next one the farthest from those already picked."""
+    if len(points) <= k:
+        return points
+    picked = [int(np.argmax(np.linalg.norm(points - points.mean(0), axis=1)))]
+    gap = np.linalg.norm(points - points[picked[0]], axis=1)
+    for _ in range(k - 1):
+        picked.append(int(np.argmax(gap)))
+        gap = np.minimum(gap, np.linalg.norm(points - points[picked[-1]], axis=1))
+    return points[picked]
+
+
+def _add_coarse_twin(root, parent, geom, vertices: np.ndarray, pos: np.ndarray, quat: np.ndarray) -> None:
+    """Beside ``geom``, a drawn copy of it whose mesh is the convex hull of ``vertices``; no contacts, no mass."""
+    import copy
+    import xml.etree.ElementTree as ET
+
+    name = geom.get("name") + "_drawn_hull"
+    asset = root.find("asset")
+    if asset is None:
+        asset = ET.SubElement(root, "asset")
+    # only vertices: MuJoCo makes the mesh their convex hull
+    ET.SubElement(asset, "mesh", name=name, vertex=" ".join(repr(float(v)) for v in vertices.ravel()))
+    twin = copy.deepcopy(geom)
+    for key in ("pos", "quat", "euler", "axisangle", "xyaxes", "zaxis", "fromto", "size", "mass", "density"):
+        twin.attrib.pop(key, None)
+    twin.attrib.update(name=name, type="mesh", mesh=name, group=str(LOW_POLY_GROUP), contype="0", conaffinity="0",
+                       mass="0", pos=" ".join(repr(float(v)) for v in pos), quat=" ".join(repr(float(v)) for v in quat))
+    parent.insert(list(parent).index(geom) + 1, twin)
 
 
 class _SharedRenderer:

@@ -297,3 +297,49 @@ def test_natural_steps_move_only_the_output_layer_in_both_arms():
     for params in result.final_params + result.control.final_params:
         moved = {k for k in start if not torch.equal(params[k], start[k])}
         assert moved == {layer + "weight", layer + "bias"}, moved
+
+
+def test_exploration_shift_widens_the_adaptation_rollouts_only(monkeypatch):
+    """adapt.explore_log_std_shift: the steps' rollouts explore with the shifted noise; evaluations act on the mean."""
+    policy, step_sizes, sampler, tasks = _point_adaptation(num_tasks=2, num_envs=4)
+    used: list[tuple[bool, torch.Tensor, np.ndarray]] = []
+    real_collect = sampler.collect
+
+    def spy_collect(tasks_, episodes, act, seed, progress=None):
+        batch = real_collect(tasks_, episodes, act, seed, progress)
+        used.append((act.deterministic, act.params_per_group[0]["log_std"].clone(), batch.actions))
+        return batch
+
+    monkeypatch.setattr(sampler, "collect", spy_collect)
+    shift = [0.0, 1.0]
+    try:
+        plain = adaptation.run_adaptation(policy, step_sizes, sampler, tasks, 1, 4, eval_episodes=2, natural_scale=1.0)
+        plain_used, used[:] = list(used), []
+        wide = adaptation.run_adaptation(policy, step_sizes, sampler, tasks, 1, 4, eval_episodes=2, natural_scale=1.0,
+                                         explore_log_std_shift=shift)
+        with pytest.raises(ValueError, match="explore_log_std_shift has 3 values but the policy has 2"):
+            adaptation.run_adaptation(policy, step_sizes, sampler, tasks, 1, 4, explore_log_std_shift=[0.1, 0.2, 0.3])
+    finally:
+        sampler.close()
+    base = policy.log_std.detach()
+    explored = [(log_std, actions) for deterministic, log_std, actions in used if not deterministic]
+    assert explored and all(torch.allclose(s, base + torch.tensor(shift)) for s, _ in explored)
+    plain_explored = [(log_std, actions) for deterministic, log_std, actions in plain_used if not deterministic]
+    assert all(torch.equal(s, base) for s, _ in plain_explored)
+    # the step-0 evaluation is the same episodes; the step's rollouts spread wider sideways, as far along
+    assert np.array_equal(wide.first_eval.actions, plain.first_eval.actions)
+    wide_actions, plain_actions = explored[0][1], plain_explored[0][1]
+    assert np.array_equal(wide_actions[:, 0, 0], plain_actions[:, 0, 0])  # the same noise draws, first step
+    assert np.std(wide_actions[..., 1]) > 1.5 * np.std(plain_actions[..., 1])
+    assert torch.allclose(wide.final_params[0]["log_std"], base + torch.tensor(shift))
+
+
+@pytest.mark.parametrize("value", ["wide", 5.0, [0.0, float("nan")]])
+def test_bad_exploration_shift_is_refused_before_running(value):
+    from vision_gmps.checks import check_settings
+    from vision_gmps.config import ConfigError
+
+    cfg = load_config(["env=point"])
+    cfg.adapt.explore_log_std_shift = value
+    with pytest.raises(ConfigError, match="explore_log_std_shift=.*within"):
+        check_settings(cfg, "adapt")

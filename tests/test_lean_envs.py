@@ -1,5 +1,5 @@
 """Memory cuts for robosuite envs (lean model, one shared GL renderer per process) change no image or state;
-the render cut (coarse primitives) moves a few pixels by a few grey levels."""
+the render cuts (coarse primitives, coarse hulls) move a few pixels by a few grey levels."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import robot_envs.robosuite_common as common  # chooses the GL backend before mujoco is imported
-from robot_envs import make_family
+from robot_envs import make_family, rendering
 
 
 def run(env, seed: int, actions: np.ndarray):
@@ -24,6 +24,7 @@ def test_lean_shared_envs_match_full_model(monkeypatch):
     family = make_family("push", image_size=(24, 32), horizon=6)
     task_a, task_b = family.sample("train", 2)
     actions = np.random.default_rng(0).uniform(-1, 1, (6, 3))
+    monkeypatch.setattr(rendering, "MAX_DRAWN_HULL_FACES", None)  # coarse hulls change pixels: tested below
     monkeypatch.setattr(common, "LEAN_MODEL", False)
     full = family.make_env(task_a)
     monkeypatch.setattr(common, "LEAN_MODEL", True)
@@ -64,8 +65,6 @@ def test_lean_shared_envs_match_full_model(monkeypatch):
 def test_coarse_primitives_barely_change_images(name, monkeypatch):
     """The fast camera tessellates cylinders and capsules coarsely (rendering.PRIMITIVE_SLICES/STACKS) for speed;
     against MuJoCo's default tessellation the image may move by a few grey levels, not change what it shows."""
-    from robot_envs import rendering
-
     env = make_family(name, image_size=(24, 32)).make_env()
     try:
         env.reset(seed=0)
@@ -87,3 +86,33 @@ def test_coarse_primitives_barely_change_images(name, monkeypatch):
         assert (moved > 16).mean() < 0.005, f"{name}: {(moved > 16).mean():.1%} of pixels moved by more than 16"
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("name", ["push", "door"])
+def test_coarse_hulls_keep_physics_and_barely_change_images(name, monkeypatch):
+    """Robot link1's 3,172-face hull is drawn from a 150-vertex visual twin (rendering.MAX_DRAWN_HULL_FACES):
+    states stay bit-identical (no contacts, no mass) and the image moves by a few grey levels at most."""
+    family = make_family(name, image_size=(24, 32), horizon=8)
+    task = family.sample("train", 1)[0]
+    monkeypatch.setattr(rendering, "MAX_DRAWN_HULL_FACES", None)
+    exact = family.make_env(task)
+    monkeypatch.undo()
+    coarse = family.make_env(task)
+    actions = np.random.default_rng(0).uniform(-1, 1, (8, exact.action_space.shape[0]))
+    try:
+        assert coarse.model.ngeom > exact.model.ngeom  # the twin was added
+        twin = coarse.model.geom("robot0_link1_collision_drawn_hull")
+        assert coarse.model.geom_contype[twin.id] == coarse.model.geom_conaffinity[twin.id] == 0
+        mesh = coarse.model.geom_dataid[twin.id]
+        assert coarse.model.mesh_facenum[mesh] <= 2 * rendering.COARSE_HULL_VERTICES
+        exact_images, exact_states = run(exact, 3, actions)
+        coarse_images, coarse_states = run(coarse, 3, actions)
+        for key, value in exact_states.items():
+            assert np.array_equal(coarse_states[key], value), key
+        change = np.abs(coarse_images.astype(int) - exact_images.astype(int))
+        moved = change.max(-1)
+        assert change.mean() < 0.5, f"{name}: mean change {change.mean():.2f} grey levels"
+        assert (moved > 16).mean() < 0.005, f"{name}: {(moved > 16).mean():.1%} of pixels moved by more than 16"
+    finally:
+        exact.close()
+        coarse.close()

@@ -12,11 +12,12 @@ same steps, with each task's rewards taken from another task's rollouts of that 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from robot_envs import Task
 from vision_gmps.evaluation import derangement, rewards_from_other_tasks, success_rate
@@ -32,6 +33,36 @@ def natural_scale_of(section: Mapping[str, Any]) -> float | None:
     if section.get("step_size") != "natural":
         return None
     return float(section.get("natural_step_scale", NATURAL_STEP_SCALE))  # checkpoints from before the key: its default
+
+
+def exploration_shift_of(section: Mapping[str, Any]) -> float | list[float] | None:
+    """``explore_log_std_shift`` of a config section (adapt, deploy) as plain numbers; None where unset."""
+    value = section.get("explore_log_std_shift")
+    if value is None:
+        return None
+    return [float(v) for v in value] if isinstance(value, Sequence) and not isinstance(value, str) else float(value)
+
+
+def shifted_exploration(policy: ConvGaussianPolicy, params: Params, shift: float | Sequence[float]) -> Params:
+    """``params`` with the exploration noise's log std raised by ``shift`` (one number, or one per action dimension).
+
+    Why at meta-test only: meta-training fixes how widely the policy explores around its average task, and a
+    reward-only step can only point where some rollouts reached. On push the goals more than 5 cm sideways were
+    reached by almost no rollout (sideways spread 2 cm) and mostly stayed unsolved after 3 steps; wider sideways
+    noise for the adaptation rollouts reached more of them but cost the central goals about as much
+    (benchmarks/adaptation.md), so it is off by default. Evaluation acts on the mean, so only what the steps
+    learn from changes.
+    """
+    log_std = params["log_std"]
+    values = torch.as_tensor(shift, dtype=log_std.dtype, device=log_std.device).reshape(-1)
+    if values.numel() == 1:
+        values = values.expand_as(log_std)
+    if values.shape != log_std.shape:
+        raise ValueError(f"explore_log_std_shift has {values.numel()} values but the policy has {log_std.numel()} "
+                         f"action dimensions: give one number, or one per dimension")
+    if not torch.isfinite(values).all():
+        raise ValueError(f"explore_log_std_shift={shift}: must be finite numbers")
+    return {**params, "log_std": log_std + values}
 
 
 @dataclass
@@ -80,6 +111,7 @@ def run_adaptation(
     with_control: bool = False,
     shrink: bool = False,
     natural_scale: float | None = None,
+    explore_log_std_shift: float | Sequence[float] | None = None,
 ) -> AdaptationResult:
     """Adapt every task for ``steps`` steps, evaluating before and after each.
 
@@ -93,6 +125,8 @@ def run_adaptation(
     then carries ``step_kept``, the mean fraction of the step kept over tasks by the step that led to it.
     ``natural_scale``: each step is instead a natural policy-gradient step of that size on the output layer
     (``inner.natural_output_step``; ``step_sizes`` are then unused).
+    ``explore_log_std_shift`` widens (or narrows) the adaptation rollouts' noise (``shifted_exploration``); the
+    steps then learn from those rollouts, and the adapted parameters keep the shifted log std.
     """
     if shrink and natural_scale is not None:
         raise ValueError("shrink and natural_scale are two different steps; choose one")
@@ -100,6 +134,8 @@ def run_adaptation(
         raise ValueError("shuffle_rewards=True already is the control; with_control adds it beside a real run")
     derange = derangement(len(tasks), np.random.default_rng([seed, 0x5F1E])) if shuffle_rewards or with_control else None
     start = [{k: v.detach() for k, v in policy.params().items()} for _ in tasks]
+    if explore_log_std_shift is not None:
+        start = [shifted_exploration(policy, p, explore_log_std_shift) for p in start]
     kept = 1.0 if shrink else None
     arms = [_Arm(derange if shuffle_rewards else None, start, kept=kept)] + (
         [_Arm(derange, start, kept=kept)] if with_control else [])

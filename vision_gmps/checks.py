@@ -149,9 +149,26 @@ def check_settings(cfg: DictConfig, job: str) -> None:
     if get("adapt.step_size") == "natural" and episode_noise:  # (algo.inner_step=natural needs it, above)
         problems.append(f"adapt.step_size=natural assumes per-step exploration only, but {episode_noise[0]} is set "
                         f"(per-episode exploration): use adapt.step_size=learned or set {episode_noise[0]}=null")
+    shift = get("adapt.explore_log_std_shift")
+    if shift != "<absent>" and (problem := exploration_shift_problem(shift)):
+        problems.append("adapt." + problem)
     problems += _split_sizes(cfg, job, get)
     if problems:
         raise ConfigError("bad settings:\n  " + "\n  ".join(problems) if len(problems) > 1 else problems[0])
+
+
+MAX_EXPLORATION_SHIFT = 2.0  # log std: the noise x7.4 or /7.4 at most
+
+
+def exploration_shift_problem(value: Any) -> str | None:
+    """What is wrong with an ``explore_log_std_shift`` setting (null, a number, or one number per action dimension)."""
+    if value is None:
+        return None
+    items = list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else [value]
+    if not items or not all(is_number(v) and abs(v) <= MAX_EXPLORATION_SHIFT for v in items):
+        return (f"explore_log_std_shift={_show(value)}: must be null, a number or a list of numbers (one per action "
+                f"dimension), each within +-{MAX_EXPLORATION_SHIFT:g} (added to the exploration noise's log std)")
+    return None
 
 
 def _split_sizes(cfg: DictConfig, job: str, get) -> list[str]:

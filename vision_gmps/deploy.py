@@ -29,8 +29,8 @@ from robot_envs.robots.keys import TerminalKeys
 from robot_envs.robots.reward import DetectorReward, OperatorReward, RewardSource, SimulatorReward, key_prompt, scripted_operator
 from robot_envs.robots.safety import EStop, SafeRobot, SafetyLimits
 from vision_gmps.adapt import markdown_table
-from vision_gmps.adaptation import AdaptationResult, natural_scale_of, run_adaptation
-from vision_gmps.checks import is_number
+from vision_gmps.adaptation import AdaptationResult, exploration_shift_of, natural_scale_of, run_adaptation
+from vision_gmps.checks import exploration_shift_problem, is_number
 from vision_gmps.checkpoint import CheckpointError, load_checkpoint, policy_from_checkpoint
 from vision_gmps.config import ConfigError, load_config
 from vision_gmps.deploy_collector import DeployDisplay, DeployStopped, RobotCollector
@@ -39,7 +39,7 @@ from vision_gmps.runs import setup_logging
 log = logging.getLogger("vision_gmps")
 # Settings that fix which episodes a deployment runs; a resumed file must agree on all of them.
 RUN_KEYS = ("checkpoint_sha256", "steps", "rollouts_per_task", "eval_episodes", "num_tasks", "split", "seed",
-            "step_size", "horizon", "reward_source")
+            "step_size", "horizon", "reward_source", "explore_log_std_shift")
 
 
 def _sha256(path: Path) -> str:
@@ -122,6 +122,9 @@ def deploy(cfg: DictConfig) -> AdaptationResult:
     if cfg.step_size == "natural" and not (is_number(cfg.natural_step_scale) and cfg.natural_step_scale > 0):
         raise ConfigError(f"natural_step_scale={cfg.natural_step_scale}: must be a number > 0")
     natural_scale = natural_scale_of(cfg)
+    if problem := exploration_shift_problem(cfg.get("explore_log_std_shift")):
+        raise ConfigError(problem)
+    shift = exploration_shift_of(cfg)
     if cfg.steps < 1 or cfg.rollouts_per_task < 1 or cfg.num_tasks < 1:
         raise ConfigError("deploy needs steps >= 1, rollouts_per_task >= 1 and num_tasks >= 1")
     if not is_number(cfg.learned_step_scale) or not cfg.learned_step_scale > 0:
@@ -166,6 +169,7 @@ def deploy(cfg: DictConfig) -> AdaptationResult:
         run = {"checkpoint": str(ckpt_path), "checkpoint_sha256": _sha256(ckpt_path), "steps": int(cfg.steps),
                "rollouts_per_task": int(cfg.rollouts_per_task), "eval_episodes": int(cfg.eval_episodes),
                "num_tasks": len(tasks), "split": str(cfg.split), "seed": int(cfg.seed), "step_size": str(cfg.step_size),
+               "explore_log_std_shift": shift,
                "horizon": horizon, "reward_source": reward.provenance, "safety": OmegaConf.to_container(cfg.safety)}
         finished = load_finished(output, run) if cfg.resume else {}
         writer = DemoWriter(output, _env_args(robot, trained, horizon, run), valid_every=0)
@@ -181,7 +185,7 @@ def deploy(cfg: DictConfig) -> AdaptationResult:
             result = run_adaptation(policy, {k: v.detach() for k, v in sizes.items()}, collector, tasks, int(cfg.steps),
                                     int(cfg.rollouts_per_task), trained.algo.gamma, trained.algo.baseline,
                                     int(cfg.eval_episodes), int(cfg.seed), progress=True,
-                                    natural_scale=natural_scale)
+                                    natural_scale=natural_scale, explore_log_std_shift=shift)
             display.update(phase="done")
         write_outputs(run_dir, result, policy, cfg)
         log.info("deploy finished: %d episode(s) run on the robot this time, file %s", collector.episodes_written, output)

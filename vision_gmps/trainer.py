@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from robot_envs import Task, make_family
-from vision_gmps.adaptation import natural_scale_of, run_adaptation
+from vision_gmps.adaptation import exploration_shift_of, natural_scale_of, run_adaptation
 from vision_gmps.checkpoint import CheckpointError, check_compatible, resume_checkpoint, save_checkpoint
 from vision_gmps import distributed
 from vision_gmps.config import ConfigError
@@ -467,6 +467,7 @@ class MetaTrainer:
             eval_episodes=int(self.cfg.train.get("eval_episodes", 1)),
             seed=iteration_seed(self.cfg.seed, iteration, 5),
             natural_scale=natural_scale_of(self.cfg.get("adapt") or {}),  # the curve adapts as the final table will
+            explore_log_std_shift=exploration_shift_of(self.cfg.get("adapt") or {}),
         )
         pre, post = result.rows[0], result.rows[-1]
         return {"eval/success_pre": pre["success"], "eval/success_post": post["success"], "eval/return_post": post["return"],
