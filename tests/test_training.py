@@ -103,6 +103,11 @@ def test_learned_step_scale_multiplies_the_first_adaptation_step(tmp_path):
             torch.testing.assert_close(twice[n], 2 * once[n])
     with pytest.raises(ConfigError, match="adapt.learned_step_scale"):
         adapt(load_config(["wandb.mode=disabled", f"adapt.checkpoint={ckpt}", "adapt.learned_step_scale=0"]))
+    # point has 2 action dimensions: a 3-number exploration shift is refused before any env starts
+    with pytest.raises(ConfigError, match="explore_log_std_shift has 3 values but the policy has 2"):
+        adapt(load_config(["wandb.mode=disabled", f"adapt.checkpoint={ckpt}", "adapt.explore_log_std_shift=[0,0.3,0]",
+                           f"run_dir={tmp_path / 'refused'}"]))
+    assert not (tmp_path / "refused").exists()
 
 
 def test_checkpoint_round_trips_bit_exactly_and_loads_without_code(tmp_path):

@@ -29,7 +29,8 @@ from robot_envs.robots.keys import TerminalKeys
 from robot_envs.robots.reward import DetectorReward, OperatorReward, RewardSource, SimulatorReward, key_prompt, scripted_operator
 from robot_envs.robots.safety import EStop, SafeRobot, SafetyLimits
 from vision_gmps.adapt import markdown_table
-from vision_gmps.adaptation import AdaptationResult, exploration_shift_of, natural_scale_of, run_adaptation
+from vision_gmps.adaptation import (AdaptationResult, exploration_shift_of, natural_scale_of, run_adaptation,
+                                    shifted_exploration)
 from vision_gmps.checks import exploration_shift_problem, is_number
 from vision_gmps.checkpoint import CheckpointError, load_checkpoint, policy_from_checkpoint
 from vision_gmps.config import ConfigError, load_config
@@ -134,6 +135,11 @@ def deploy(cfg: DictConfig) -> AdaptationResult:
     state = load_checkpoint(ckpt_path)
     trained = OmegaConf.create(state["config_yaml"])
     policy, step_sizes = policy_from_checkpoint(state)
+    if shift is not None:
+        try:  # one number per action dimension: refused before the robot starts
+            shifted_exploration(policy, policy.params(), shift)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     fixed = cfg.fixed_step_size if cfg.fixed_step_size is not None else trained.algo.inner_lr
     sizes = step_sizes.as_dict(float(cfg.learned_step_scale)) if cfg.step_size == "learned" else step_sizes.fixed(fixed)
     output = Path(cfg.output) if cfg.output else ckpt_path.parent.parent / "deploy" / "episodes.hdf5"
