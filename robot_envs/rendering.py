@@ -126,6 +126,7 @@ LOW_POLY_GROUP = 5
 # triangles each, made push's 24x32 render 2.3-2.8x slower while adding no visible pixel.
 HIDDEN_GROUP = 3
 MAX_VISUAL_FACES = 500
+POSE_ATTRIBUTES = ("pos", "quat", "euler", "axisangle", "xyaxes", "zaxis", "fromto")  # how MJCF places a geom
 # Tessellation of the built-in primitives (cylinders, capsules, spheres) in the fast camera's GL context.
 # MuJoCo's default (28 slices x 16 stacks) gives each table leg ~900 triangles, and llvmpipe's cost
 # follows triangles, not pixels: at 24x32, 16 x 4 renders push 1.44x and door 1.8x faster, and moves
@@ -208,7 +209,7 @@ def lean_model_xml(xml: str, model) -> str:
         if name in coarse:
             _add_coarse_twin(root, parents[geom], geom, *coarse[name])  # the geom itself stays in group 0, undrawn
         elif name in drop:
-            for key in ("mesh", "pos", "quat", "euler", "axisangle", "xyaxes", "zaxis", "fromto"):
+            for key in ("mesh", *POSE_ATTRIBUTES):
                 geom.attrib.pop(key, None)
             geom.set("type", "sphere")
             geom.set("size", "0.001")
@@ -279,7 +280,7 @@ def _add_coarse_twin(root, parent, geom, vertices: np.ndarray, pos: np.ndarray, 
     # only vertices: MuJoCo makes the mesh their convex hull
     ET.SubElement(asset, "mesh", name=name, vertex=" ".join(repr(float(v)) for v in vertices.ravel()))
     twin = copy.deepcopy(geom)
-    for key in ("pos", "quat", "euler", "axisangle", "xyaxes", "zaxis", "fromto", "size", "mass", "density"):
+    for key in (*POSE_ATTRIBUTES, "size", "mass", "density"):
         twin.attrib.pop(key, None)
     twin.attrib.update(name=name, type="mesh", mesh=name, group=str(LOW_POLY_GROUP), contype="0", conaffinity="0",
                        mass="0", pos=" ".join(repr(float(v)) for v in pos), quat=" ".join(repr(float(v)) for v in quat))

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from robot_envs import Task
+from vision_gmps.config import ConfigError
 from vision_gmps.evaluation import derangement, rewards_from_other_tasks, success_rate
 from vision_gmps.inner import NATURAL_STEP_SCALE, adapt_detached, natural_output_step, shrunk_step, split_by_task
 from vision_gmps.policy import ConvGaussianPolicy, Params
@@ -63,6 +64,18 @@ def shifted_exploration(policy: ConvGaussianPolicy, params: Params, shift: float
     if not torch.isfinite(values).all():
         raise ValueError(f"explore_log_std_shift={shift}: must be finite numbers")
     return {**params, "log_std": log_std + values}
+
+
+def exploration_shift_for(policy: ConvGaussianPolicy, section: Mapping[str, Any], prefix: str = "") -> float | list[float] | None:
+    """``exploration_shift_of(section)``, refused with a ``ConfigError`` where it does not fit the policy's action
+    dimensions: called once the policy exists, before any rollout. ``prefix`` names the section in the message."""
+    shift = exploration_shift_of(section)
+    if shift is not None:
+        try:
+            shifted_exploration(policy, policy.params(), shift)
+        except ValueError as err:
+            raise ConfigError(f"{prefix}{err}") from None
+    return shift
 
 
 @dataclass

@@ -29,8 +29,7 @@ from robot_envs.robots.keys import TerminalKeys
 from robot_envs.robots.reward import DetectorReward, OperatorReward, RewardSource, SimulatorReward, key_prompt, scripted_operator
 from robot_envs.robots.safety import EStop, SafeRobot, SafetyLimits
 from vision_gmps.adapt import markdown_table
-from vision_gmps.adaptation import (AdaptationResult, exploration_shift_of, natural_scale_of, run_adaptation,
-                                    shifted_exploration)
+from vision_gmps.adaptation import AdaptationResult, exploration_shift_for, natural_scale_of, run_adaptation
 from vision_gmps.checks import exploration_shift_problem, is_number
 from vision_gmps.checkpoint import CheckpointError, load_checkpoint, policy_from_checkpoint
 from vision_gmps.config import ConfigError, load_config
@@ -125,7 +124,6 @@ def deploy(cfg: DictConfig) -> AdaptationResult:
     natural_scale = natural_scale_of(cfg)
     if problem := exploration_shift_problem(cfg.get("explore_log_std_shift")):
         raise ConfigError(problem)
-    shift = exploration_shift_of(cfg)
     if cfg.steps < 1 or cfg.rollouts_per_task < 1 or cfg.num_tasks < 1:
         raise ConfigError("deploy needs steps >= 1, rollouts_per_task >= 1 and num_tasks >= 1")
     if not is_number(cfg.learned_step_scale) or not cfg.learned_step_scale > 0:
@@ -135,11 +133,7 @@ def deploy(cfg: DictConfig) -> AdaptationResult:
     state = load_checkpoint(ckpt_path)
     trained = OmegaConf.create(state["config_yaml"])
     policy, step_sizes = policy_from_checkpoint(state)
-    if shift is not None:
-        try:  # one number per action dimension: refused before the robot starts
-            shifted_exploration(policy, policy.params(), shift)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
+    shift = exploration_shift_for(policy, cfg)  # a wrong length is refused before the robot starts
     fixed = cfg.fixed_step_size if cfg.fixed_step_size is not None else trained.algo.inner_lr
     sizes = step_sizes.as_dict(float(cfg.learned_step_scale)) if cfg.step_size == "learned" else step_sizes.fixed(fixed)
     output = Path(cfg.output) if cfg.output else ckpt_path.parent.parent / "deploy" / "episodes.hdf5"
