@@ -17,6 +17,7 @@ empty). The JSON keeps each task's success and final metric per step, for paired
 
     python benchmarks/step_scale.py <door checkpoint> --scales 1 --natural 0.5 1 2 4 --steps 1
     python benchmarks/step_scale.py <push checkpoint> --scales --natural 2 --explore-shift 0 0.35 0  # wider sideways
+    python benchmarks/step_scale.py <push checkpoint> --scales --natural 2 --unrewarded-below 0.2 --unrewarded-shift 0 0.7 0
 """
 
 from __future__ import annotations
@@ -60,10 +61,12 @@ def sweep(ckpt: Path, scales: list[float], args: argparse.Namespace) -> dict[str
             sizes = {k: v.detach() for k, v in step_sizes.as_dict(1.0 if natural else scale).items()}
             result = run_adaptation(policy, sizes, sampler, tasks, args.steps, args.rollouts, cfg.algo.gamma,
                                     cfg.algo.baseline, args.eval_episodes, args.seed, shrink=shrink,
-                                    natural_scale=scale if natural else None, explore_log_std_shift=args.explore_shift)
+                                    natural_scale=scale if natural else None, explore_log_std_shift=args.explore_shift,
+                                    unrewarded_below=args.unrewarded_below, unrewarded_log_std_shift=args.unrewarded_shift)
             name = variant_name(scale, shrink, natural)
             out[name] = {"rows": result.rows, "per_task_success": result.per_task_success.tolist(),
-                         "explore_log_std_shift": args.explore_shift,
+                         "explore_log_std_shift": args.explore_shift, "unrewarded_below": args.unrewarded_below,
+                         "unrewarded_log_std_shift": args.unrewarded_shift,
                          **{f"per_task_final_{k}": v.tolist() for k, v in result.per_task_final.items()}}
             finals = "".join(f"; {k}: " + " -> ".join(f"{r[k]:.3g}" for r in result.rows)
                              for k in result.rows[0] if k.startswith("final_"))
@@ -89,12 +92,18 @@ def main() -> None:
                         help="sizes of natural-gradient steps on the output layer (adapt.step_size=natural)")
     parser.add_argument("--explore-shift", nargs="+", type=float, default=None,
                         help="adapt.explore_log_std_shift for every variant: one number, or one per action dimension")
+    parser.add_argument("--unrewarded-below", type=float, default=None,
+                        help="adapt.unrewarded_below: widen tasks whose rollouts earned reward less often than this")
+    parser.add_argument("--unrewarded-shift", nargs="+", type=float, default=None,
+                        help="adapt.unrewarded_log_std_shift: one number or one per action dimension")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if any(s <= 0 for s in args.scales + args.natural):
         parser.error("--scales and --natural must all be > 0")
     if not args.scales and not args.natural:
         parser.error("give --scales, --natural or both")
+    if (args.unrewarded_below is None) != (args.unrewarded_shift is None):
+        parser.error("--unrewarded-below and --unrewarded-shift go together")
     torch.set_num_threads(1)  # the sampler's workers take the other cores
     runs = {str(ckpt): sweep(ckpt, args.scales, args) for ckpt in args.checkpoints}
     print(f"\nvalid split, {args.tasks} tasks x {args.eval_episodes} starts, {args.steps} steps of {args.rollouts} rollouts; "

@@ -334,6 +334,49 @@ def test_exploration_shift_widens_the_adaptation_rollouts_only(monkeypatch):
     assert torch.allclose(wide.final_params[0]["log_std"], base + torch.tensor(shift))
 
 
+def test_tasks_whose_rollouts_missed_explore_wider_from_the_next_step(monkeypatch):
+    """adapt.unrewarded_below: only a task whose step earned too little reward explores wider after it, once; the
+    control decides on the rewards it learns from (another task's), through the same routine."""
+    from dataclasses import replace
+
+    policy, step_sizes, sampler, tasks = _point_adaptation(num_tasks=2, num_envs=4)
+    explored: list[list[torch.Tensor]] = []  # per exploring collection: each task's log std
+    real_collect = sampler.collect
+
+    def spy_collect(tasks_, episodes, act, seed, progress=None):
+        batch = real_collect(tasks_, episodes, act, seed, progress)
+        if act.deterministic:
+            return batch
+        explored.append([p["log_std"].clone() for p in act.params_per_group])
+        rewards = np.zeros_like(batch.rewards)  # task 0: one rewarded rollout in 4 (0.25); task 1: none
+        rewards[batch.episodes_of(0)[0], -1] = 1.0
+        return replace(batch, rewards=rewards)
+
+    monkeypatch.setattr(sampler, "collect", spy_collect)
+    shift = [0.0, 0.5]
+    try:
+        result = adaptation.run_adaptation(policy, step_sizes, sampler, tasks, 3, 4, eval_episodes=1, with_control=True,
+                                           natural_scale=1.0, unrewarded_below=0.2, unrewarded_log_std_shift=shift)
+        with pytest.raises(ValueError, match="go together"):
+            adaptation.run_adaptation(policy, step_sizes, sampler, tasks, 1, 4, unrewarded_below=0.2)
+        with pytest.raises(ValueError, match="unrewarded_log_std_shift has 3 values"):
+            adaptation.run_adaptation(policy, step_sizes, sampler, tasks, 1, 4, unrewarded_below=0.2,
+                                      unrewarded_log_std_shift=[0.0, 0.1, 0.2])
+    finally:
+        sampler.close()
+    base, wide = policy.log_std.detach(), policy.log_std.detach() + torch.tensor(shift)
+    # collections: step 1 (shared), then real and control for steps 2 and 3
+    assert len(explored) == 5
+    assert all(torch.equal(s, base) for s in explored[0])
+    real_2, control_2, real_3, control_3 = explored[1:]
+    assert torch.equal(real_2[0], base) and torch.allclose(real_2[1], wide)  # the real arm: task 1 missed
+    assert torch.allclose(control_2[0], wide) and torch.equal(control_2[1], base)  # task 0 borrowed task 1's zeros
+    assert torch.allclose(real_3[1], wide) and torch.allclose(control_3[0], wide)  # widened once, not again
+    assert torch.equal(real_3[0], base) and torch.equal(control_3[1], base)  # 0.25 of their rollouts rewarded: kept
+    assert [r["widened"] for r in result.rows] == [0.0, 0.0, 0.5, 0.5]
+    assert [r["widened"] for r in result.control.rows] == [0.0, 0.0, 0.5, 0.5]
+
+
 @pytest.mark.parametrize("value", ["wide", 5.0, [0.0, float("nan")]])
 def test_bad_exploration_shift_is_refused_before_running(value):
     from vision_gmps.checks import check_settings
@@ -342,4 +385,20 @@ def test_bad_exploration_shift_is_refused_before_running(value):
     cfg = load_config(["env=point"])
     cfg.adapt.explore_log_std_shift = value
     with pytest.raises(ConfigError, match="explore_log_std_shift=.*within"):
+        check_settings(cfg, "adapt")
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"unrewarded_below": 1.5, "unrewarded_log_std_shift": 0.5}, "unrewarded_below=1.5: must be null or a fraction"),
+    ({"unrewarded_below": 0.2}, "go together"),
+    ({"unrewarded_below": 0.2, "unrewarded_log_std_shift": 9.0}, "unrewarded_log_std_shift=9.0: .*within"),
+])
+def test_bad_unrewarded_widening_is_refused_before_running(settings, message):
+    from vision_gmps.checks import check_settings
+    from vision_gmps.config import ConfigError
+
+    cfg = load_config(["env=point"])
+    for key, value in settings.items():
+        cfg.adapt[key] = value
+    with pytest.raises(ConfigError, match=message):
         check_settings(cfg, "adapt")

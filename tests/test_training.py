@@ -108,6 +108,10 @@ def test_learned_step_scale_multiplies_the_first_adaptation_step(tmp_path):
         adapt(load_config(["wandb.mode=disabled", f"adapt.checkpoint={ckpt}", "adapt.explore_log_std_shift=[0,0.3,0]",
                            f"run_dir={tmp_path / 'refused'}"]))
     assert not (tmp_path / "refused").exists()
+    with pytest.raises(ConfigError, match="unrewarded_log_std_shift has 3 values but the policy has 2"):
+        adapt(load_config(["wandb.mode=disabled", f"adapt.checkpoint={ckpt}", "adapt.unrewarded_below=0.2",
+                           "adapt.unrewarded_log_std_shift=[0,0.3,0]", f"run_dir={tmp_path / 'refused'}"]))
+    assert not (tmp_path / "refused").exists()
     # training adapts for its learning curve with the same shift: refused before the first iteration
     with pytest.raises(ConfigError, match="adapt.explore_log_std_shift has 3 values but the policy has 2"):
         train(_cfg(tmp_path / "refused_train", "adapt.explore_log_std_shift=[0,0.3,0]"))

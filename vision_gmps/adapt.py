@@ -24,7 +24,7 @@ from rich.table import Table
 
 from robot_envs import make_family
 from vision_gmps.adapt_setup import adapt_argv, check_env_fits, describe_sources, layer_config
-from vision_gmps.adaptation import AdaptationResult, exploration_shift_for, natural_scale_of, run_adaptation
+from vision_gmps.adaptation import AdaptationResult, exploration_for, natural_scale_of, run_adaptation
 from vision_gmps.checkpoint import load_checkpoint, policy_from_checkpoint
 from vision_gmps.checks import check_settings
 from vision_gmps.config import ConfigError, load_config
@@ -57,7 +57,7 @@ def adapt(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Adap
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
     policy, step_sizes = policy_from_checkpoint(state)
-    shift = exploration_shift_for(policy, acfg, "adapt.")  # a wrong length is refused before any env starts
+    exploration = exploration_for(policy, acfg, "adapt.")  # a wrong length is refused before any env starts
     check_env_fits(state, ckpt_path, cfg.env.family)
     family = make_family(cfg.env.family, **cfg.env.kwargs)
     check_env_fits(state, ckpt_path, family.name, family.horizon)
@@ -94,7 +94,7 @@ def adapt(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Adap
                 policy, {k: v.detach() for k, v in modes[mode].items()}, sampler, tasks, acfg.steps,
                 acfg.rollouts_per_task, trained.algo.gamma, trained.algo.baseline, acfg.eval_episodes, cfg.seed,
                 progress=True, with_control=control and i == 0, shrink=bool(acfg.get("shrink_steps", False)),
-                natural_scale=natural_scale_of(acfg), explore_log_std_shift=shift,
+                natural_scale=natural_scale_of(acfg), **exploration,
             )
         if control:
             results[CONTROL] = results[chosen[0]].control

@@ -36,46 +36,62 @@ def natural_scale_of(section: Mapping[str, Any]) -> float | None:
     return float(section.get("natural_step_scale", NATURAL_STEP_SCALE))  # checkpoints from before the key: its default
 
 
-def exploration_shift_of(section: Mapping[str, Any]) -> float | list[float] | None:
-    """``explore_log_std_shift`` of a config section (adapt, deploy) as plain numbers; None where unset."""
-    value = section.get("explore_log_std_shift")
+EXPLORATION_KEYS = ("explore_log_std_shift", "unrewarded_below", "unrewarded_log_std_shift")
+
+
+def _numbers(value: Any) -> float | list[float] | None:
     if value is None:
         return None
     return [float(v) for v in value] if isinstance(value, Sequence) and not isinstance(value, str) else float(value)
 
 
-def shifted_exploration(policy: ConvGaussianPolicy, params: Params, shift: float | Sequence[float]) -> Params:
+def exploration_of(section: Mapping[str, Any]) -> dict[str, Any]:
+    """A config section's (adapt, deploy) exploration settings as ``run_adaptation`` keywords, plain numbers; None
+    where unset (checkpoints and deploy files from before a key read as unset)."""
+    return {key: _numbers(section.get(key)) for key in EXPLORATION_KEYS}
+
+
+def shifted_exploration(policy: ConvGaussianPolicy, params: Params, shift: float | Sequence[float],
+                        name: str = "explore_log_std_shift") -> Params:
     """``params`` with the exploration noise's log std raised by ``shift`` (one number, or one per action dimension).
 
     Why at meta-test only: meta-training fixes how widely the policy explores around its average task, and a
     reward-only step can only point where some rollouts reached. On push the goals more than 5 cm sideways were
     reached by almost no rollout (sideways spread 2 cm) and mostly stayed unsolved after 3 steps; wider sideways
     noise for the adaptation rollouts reached more of them but cost the central goals about as much
-    (benchmarks/adaptation.md), so it is off by default. Evaluation acts on the mean, so only what the steps
-    learn from changes.
+    (benchmarks/adaptation.md), so it is off by default; ``run_adaptation(unrewarded_below=...)`` widens only the tasks
+    whose rollouts mostly missed. Evaluation acts on the mean, so only what the steps learn from changes. ``name``:
+    the setting, for the error message.
     """
     log_std = params["log_std"]
     values = torch.as_tensor(shift, dtype=log_std.dtype, device=log_std.device).reshape(-1)
     if values.numel() == 1:
         values = values.expand_as(log_std)
     if values.shape != log_std.shape:
-        raise ValueError(f"explore_log_std_shift has {values.numel()} values but the policy has {log_std.numel()} "
+        raise ValueError(f"{name} has {values.numel()} values but the policy has {log_std.numel()} "
                          f"action dimensions: give one number, or one per dimension")
     if not torch.isfinite(values).all():
-        raise ValueError(f"explore_log_std_shift={shift}: must be finite numbers")
+        raise ValueError(f"{name}={shift}: must be finite numbers")
     return {**params, "log_std": log_std + values}
 
 
-def exploration_shift_for(policy: ConvGaussianPolicy, section: Mapping[str, Any], prefix: str = "") -> float | list[float] | None:
-    """``exploration_shift_of(section)``, refused with a ``ConfigError`` where it does not fit the policy's action
+def exploration_for(policy: ConvGaussianPolicy, section: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``exploration_of(section)``, refused with a ``ConfigError`` where a shift does not fit the policy's action
     dimensions: called once the policy exists, before any rollout. ``prefix`` names the section in the message."""
-    shift = exploration_shift_of(section)
-    if shift is not None:
-        try:
-            shifted_exploration(policy, policy.params(), shift)
-        except ValueError as err:
-            raise ConfigError(f"{prefix}{err}") from None
-    return shift
+    settings = exploration_of(section)
+    for key in ("explore_log_std_shift", "unrewarded_log_std_shift"):
+        if settings[key] is not None:
+            try:
+                shifted_exploration(policy, policy.params(), settings[key], key)
+            except ValueError as err:
+                raise ConfigError(f"{prefix}{err}") from None
+    return settings
+
+
+def rewarded_fraction(batch: RolloutBatch) -> np.ndarray:
+    """Per task, the fraction of its episodes that earned any positive reward: [num_tasks]. On a sparse reward this
+    is how many rollouts a reward-only step can learn from; zero means the step has nothing to go on."""
+    return batch.per_task((batch.rewards > 0).any(axis=1).astype(float))
 
 
 @dataclass
@@ -106,6 +122,7 @@ class _Arm:
     evals: list[RolloutBatch] = field(default_factory=list)
     episodes: int = 0
     kept: float | None = None  # shrink=True: mean fraction of the last step kept (1.0 before the first step)
+    widened: np.ndarray | None = None  # unrewarded_below: [num_tasks] bool, tasks now exploring wider
 
 
 def run_adaptation(
@@ -125,6 +142,8 @@ def run_adaptation(
     shrink: bool = False,
     natural_scale: float | None = None,
     explore_log_std_shift: float | Sequence[float] | None = None,
+    unrewarded_below: float | None = None,
+    unrewarded_log_std_shift: float | Sequence[float] | None = None,
 ) -> AdaptationResult:
     """Adapt every task for ``steps`` steps, evaluating before and after each.
 
@@ -140,18 +159,37 @@ def run_adaptation(
     (``inner.natural_output_step``; ``step_sizes`` are then unused).
     ``explore_log_std_shift`` widens (or narrows) the adaptation rollouts' noise (``shifted_exploration``); the
     steps then learn from those rollouts, and the adapted parameters keep the shifted log std.
+    ``unrewarded_below``: after each step, a task whose rollouts earned reward in fewer than this fraction
+    (``rewarded_fraction``, on the rewards the step learned from: the control's borrowed ones in the control) has
+    its exploration log std raised by ``unrewarded_log_std_shift`` for the rest of its steps, once. Why: a
+    reward-only step on sparse reward only points where some rollouts reached; on push the goals far to the side
+    were reached by ~11% of the first rollouts against ~51% for the others, and widening everyone's noise cost the
+    central goals what it gained on the far ones (benchmarks/adaptation.md). The first step is unchanged, so its
+    rollouts are still shared with the control. Each row then carries ``widened``: the fraction of tasks whose rollouts for that step explored wider
+    (evaluations act on the mean either way).
     """
     if shrink and natural_scale is not None:
         raise ValueError("shrink and natural_scale are two different steps; choose one")
     if shuffle_rewards and with_control:
         raise ValueError("shuffle_rewards=True already is the control; with_control adds it beside a real run")
+    if (unrewarded_below is None) != (unrewarded_log_std_shift is None):
+        raise ValueError("unrewarded_below and unrewarded_log_std_shift go together: set both (widen the tasks whose "
+                         "rollouts mostly missed the reward, by that shift) or neither")
+    if unrewarded_below is not None and not 0 < unrewarded_below <= 1:
+        raise ValueError(f"unrewarded_below={unrewarded_below}: a fraction of a step's rollouts, in (0, 1]")
     derange = derangement(len(tasks), np.random.default_rng([seed, 0x5F1E])) if shuffle_rewards or with_control else None
     start = [{k: v.detach() for k, v in policy.params().items()} for _ in tasks]
     if explore_log_std_shift is not None:
         start = [shifted_exploration(policy, p, explore_log_std_shift) for p in start]
+    if unrewarded_log_std_shift is not None:  # a wrong length is refused now, not after the first step's rollouts
+        shifted_exploration(policy, start[0], unrewarded_log_std_shift, "unrewarded_log_std_shift")
     kept = 1.0 if shrink else None
-    arms = [_Arm(derange if shuffle_rewards else None, start, kept=kept)] + (
-        [_Arm(derange, start, kept=kept)] if with_control else [])
+
+    def new_arm(source: np.ndarray | None) -> _Arm:
+        widened = None if unrewarded_below is None else np.zeros(len(tasks), bool)
+        return _Arm(source, start, kept=kept, widened=widened)
+
+    arms = [new_arm(derange if shuffle_rewards else None)] + ([new_arm(derange)] if with_control else [])
 
     def record(arm: _Arm, step: int, batch: RolloutBatch) -> None:
         arm.evals.append(batch)
@@ -160,7 +198,8 @@ def run_adaptation(
             arm.per_task_final.setdefault(key, []).append(batch.per_task(values[:, -1].astype(float)))
         rate = success_rate(batch.episode_success, batch.task_index, seed=step)
         arm.rows.append({"step": step, **batch.summary(), **rate.as_dict(), "episodes": arm.episodes,
-                         **({} if arm.kept is None else {"step_kept": arm.kept})})
+                         **({} if arm.kept is None else {"step_kept": arm.kept}),
+                         **({} if arm.widened is None else {"widened": float(arm.widened.mean())})})
 
     def evaluate(arm: _Arm, step: int, label: str) -> RolloutBatch:
         return sampler.collect(tasks, eval_episodes, PolicyActor(policy, arm.params, deterministic=True),
@@ -197,6 +236,11 @@ def run_adaptation(
                 record(arm, step, evaluate(arm, step, label))
             else:  # they ran with the parameters of the previous step
                 record(arm, step - 1, rollouts)
+            if arm.widened is not None:
+                missed = (rewarded_fraction(batch) < unrewarded_below) & ~arm.widened
+                arm.params = [shifted_exploration(policy, p, unrewarded_log_std_shift, "unrewarded_log_std_shift")
+                              if m else p for p, m in zip(arm.params, missed)]
+                arm.widened = arm.widened | missed
     results = [AdaptationResult(a.rows, np.stack(a.per_task), a.params, a.evals[-1], a.evals[0], a.source,
                                 seed + EVAL_SEED_OFFSET,
                                 per_task_final={k: np.stack(v) for k, v in a.per_task_final.items()}) for a in arms]

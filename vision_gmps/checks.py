@@ -149,9 +149,7 @@ def check_settings(cfg: DictConfig, job: str) -> None:
     if get("adapt.step_size") == "natural" and episode_noise:  # (algo.inner_step=natural needs it, above)
         problems.append(f"adapt.step_size=natural assumes per-step exploration only, but {episode_noise[0]} is set "
                         f"(per-episode exploration): use adapt.step_size=learned or set {episode_noise[0]}=null")
-    shift = get("adapt.explore_log_std_shift")
-    if shift != "<absent>" and (problem := exploration_shift_problem(shift)):
-        problems.append("adapt." + problem)
+    problems += ["adapt." + p for p in exploration_problems(lambda key: get(f"adapt.{key}"))]
     problems += _split_sizes(cfg, job, get)
     if problems:
         raise ConfigError("bad settings:\n  " + "\n  ".join(problems) if len(problems) > 1 else problems[0])
@@ -160,15 +158,34 @@ def check_settings(cfg: DictConfig, job: str) -> None:
 MAX_EXPLORATION_SHIFT = 2.0  # log std: the noise x7.4 or /7.4 at most
 
 
-def exploration_shift_problem(value: Any) -> str | None:
-    """What is wrong with an ``explore_log_std_shift`` setting (null, a number, or one number per action dimension)."""
+def exploration_shift_problem(value: Any, key: str = "explore_log_std_shift") -> str | None:
+    """What is wrong with a log std shift setting (null, a number, or one number per action dimension)."""
     if value is None:
         return None
     items = list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else [value]
     if not items or not all(is_number(v) and abs(v) <= MAX_EXPLORATION_SHIFT for v in items):
-        return (f"explore_log_std_shift={_show(value)}: must be null, a number or a list of numbers (one per action "
+        return (f"{key}={_show(value)}: must be null, a number or a list of numbers (one per action "
                 f"dimension), each within +-{MAX_EXPLORATION_SHIFT:g} (added to the exploration noise's log std)")
     return None
+
+
+def exploration_problems(get) -> list[str]:
+    """What is wrong with a section's (adapt, deploy) exploration settings; ``get(key)`` reads one, "<absent>" or None
+    where it is not there (older configs)."""
+    problems = []
+    for key in ("explore_log_std_shift", "unrewarded_log_std_shift"):
+        value = get(key)
+        if value not in (None, "<absent>") and (problem := exploration_shift_problem(value, key)):
+            problems.append(problem)
+    below, shift = get("unrewarded_below"), get("unrewarded_log_std_shift")
+    below, shift = (None if v == "<absent>" else v for v in (below, shift))
+    if below is not None and not (is_number(below) and 0 < below <= 1):
+        problems.append(f"unrewarded_below={_show(below)}: must be null or a fraction of a step's rollouts in (0, 1] "
+                        "(tasks whose rollouts earned reward less often explore wider)")
+    if (below is None) != (shift is None):
+        problems.append("unrewarded_below and unrewarded_log_std_shift go together: set both (for example 0.2 and "
+                        "[0, 0.7, 0]) or neither")
+    return problems
 
 
 def _split_sizes(cfg: DictConfig, job: str, get) -> list[str]:

@@ -29,8 +29,8 @@ from robot_envs.robots.keys import TerminalKeys
 from robot_envs.robots.reward import DetectorReward, OperatorReward, RewardSource, SimulatorReward, key_prompt, scripted_operator
 from robot_envs.robots.safety import EStop, SafeRobot, SafetyLimits
 from vision_gmps.adapt import markdown_table
-from vision_gmps.adaptation import AdaptationResult, exploration_shift_for, natural_scale_of, run_adaptation
-from vision_gmps.checks import exploration_shift_problem, is_number
+from vision_gmps.adaptation import EXPLORATION_KEYS, AdaptationResult, exploration_for, natural_scale_of, run_adaptation
+from vision_gmps.checks import exploration_problems, is_number
 from vision_gmps.checkpoint import CheckpointError, load_checkpoint, policy_from_checkpoint
 from vision_gmps.config import ConfigError, load_config
 from vision_gmps.deploy_collector import DeployDisplay, DeployStopped, RobotCollector
@@ -39,7 +39,7 @@ from vision_gmps.runs import setup_logging
 log = logging.getLogger("vision_gmps")
 # Settings that fix which episodes a deployment runs; a resumed file must agree on all of them.
 RUN_KEYS = ("checkpoint_sha256", "steps", "rollouts_per_task", "eval_episodes", "num_tasks", "split", "seed",
-            "step_size", "horizon", "reward_source", "explore_log_std_shift")
+            "step_size", "horizon", "reward_source", *EXPLORATION_KEYS)
 
 
 def _sha256(path: Path) -> str:
@@ -122,8 +122,8 @@ def deploy(cfg: DictConfig) -> AdaptationResult:
     if cfg.step_size == "natural" and not (is_number(cfg.natural_step_scale) and cfg.natural_step_scale > 0):
         raise ConfigError(f"natural_step_scale={cfg.natural_step_scale}: must be a number > 0")
     natural_scale = natural_scale_of(cfg)
-    if problem := exploration_shift_problem(cfg.get("explore_log_std_shift")):
-        raise ConfigError(problem)
+    if problems := exploration_problems(cfg.get):
+        raise ConfigError("; ".join(problems))
     if cfg.steps < 1 or cfg.rollouts_per_task < 1 or cfg.num_tasks < 1:
         raise ConfigError("deploy needs steps >= 1, rollouts_per_task >= 1 and num_tasks >= 1")
     if not is_number(cfg.learned_step_scale) or not cfg.learned_step_scale > 0:
@@ -133,7 +133,7 @@ def deploy(cfg: DictConfig) -> AdaptationResult:
     state = load_checkpoint(ckpt_path)
     trained = OmegaConf.create(state["config_yaml"])
     policy, step_sizes = policy_from_checkpoint(state)
-    shift = exploration_shift_for(policy, cfg)  # a wrong length is refused before the robot starts
+    exploration = exploration_for(policy, cfg)  # a wrong length is refused before the robot starts
     fixed = cfg.fixed_step_size if cfg.fixed_step_size is not None else trained.algo.inner_lr
     sizes = step_sizes.as_dict(float(cfg.learned_step_scale)) if cfg.step_size == "learned" else step_sizes.fixed(fixed)
     output = Path(cfg.output) if cfg.output else ckpt_path.parent.parent / "deploy" / "episodes.hdf5"
@@ -169,7 +169,7 @@ def deploy(cfg: DictConfig) -> AdaptationResult:
         run = {"checkpoint": str(ckpt_path), "checkpoint_sha256": _sha256(ckpt_path), "steps": int(cfg.steps),
                "rollouts_per_task": int(cfg.rollouts_per_task), "eval_episodes": int(cfg.eval_episodes),
                "num_tasks": len(tasks), "split": str(cfg.split), "seed": int(cfg.seed), "step_size": str(cfg.step_size),
-               "explore_log_std_shift": shift,
+               **exploration,
                "horizon": horizon, "reward_source": reward.provenance, "safety": OmegaConf.to_container(cfg.safety)}
         finished = load_finished(output, run) if cfg.resume else {}
         writer = DemoWriter(output, _env_args(robot, trained, horizon, run), valid_every=0)
@@ -185,7 +185,7 @@ def deploy(cfg: DictConfig) -> AdaptationResult:
             result = run_adaptation(policy, {k: v.detach() for k, v in sizes.items()}, collector, tasks, int(cfg.steps),
                                     int(cfg.rollouts_per_task), trained.algo.gamma, trained.algo.baseline,
                                     int(cfg.eval_episodes), int(cfg.seed), progress=True,
-                                    natural_scale=natural_scale, explore_log_std_shift=shift)
+                                    natural_scale=natural_scale, **exploration)
             display.update(phase="done")
         write_outputs(run_dir, result, policy, cfg)
         log.info("deploy finished: %d episode(s) run on the robot this time, file %s", collector.episodes_written, output)

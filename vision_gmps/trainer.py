@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from robot_envs import Task, make_family
-from vision_gmps.adaptation import exploration_shift_for, exploration_shift_of, natural_scale_of, run_adaptation
+from vision_gmps.adaptation import exploration_for, exploration_of, natural_scale_of, run_adaptation
 from vision_gmps.checkpoint import CheckpointError, check_compatible, resume_checkpoint, save_checkpoint
 from vision_gmps import distributed
 from vision_gmps.config import ConfigError
@@ -86,7 +86,7 @@ class MetaTrainer:
         self.policy: ConvGaussianPolicy = build_policy(
             space["image"].shape, space["proprio"].shape[0], self.sampler.vec.single_action_space.shape[0], cfg.policy
         ).to(self.device)
-        exploration_shift_for(self.policy, cfg.get("adapt") or {}, "adapt.")  # the curve's check uses it: refuse a bad one now
+        exploration_for(self.policy, cfg.get("adapt") or {}, "adapt.")  # the curve's check explores so: refuse a bad shift now
         # algo.inner_step=natural: meta-train through the natural output-layer step that meta-test takes, at its size
         # (the config check requires adapt.step_size=natural with it); None: the gradient step with learned step sizes
         self.inner_natural_scale = (natural_scale_of(cfg.get("adapt") or {})
@@ -468,7 +468,7 @@ class MetaTrainer:
             eval_episodes=int(self.cfg.train.get("eval_episodes", 1)),
             seed=iteration_seed(self.cfg.seed, iteration, 5),
             natural_scale=natural_scale_of(self.cfg.get("adapt") or {}),  # the curve adapts as the final table will
-            explore_log_std_shift=exploration_shift_of(self.cfg.get("adapt") or {}),
+            **exploration_of(self.cfg.get("adapt") or {}),
         )
         pre, post = result.rows[0], result.rows[-1]
         return {"eval/success_pre": pre["success"], "eval/success_post": post["success"], "eval/return_post": post["return"],
