@@ -34,6 +34,7 @@ from omegaconf import OmegaConf
 from robot_envs import make_family
 from vision_gmps.adaptation import run_adaptation
 from vision_gmps.checkpoint import load_checkpoint, policy_from_checkpoint
+from vision_gmps.checks import exploration_problems
 from vision_gmps.evaluation import format_interval
 from vision_gmps.rollouts import Sampler
 
@@ -102,8 +103,10 @@ def main() -> None:
         parser.error("--scales and --natural must all be > 0")
     if not args.scales and not args.natural:
         parser.error("give --scales, --natural or both")
-    if (args.unrewarded_below is None) != (args.unrewarded_shift is None):
-        parser.error("--unrewarded-below and --unrewarded-shift go together")
+    exploration = {"explore_log_std_shift": args.explore_shift, "unrewarded_below": args.unrewarded_below,
+                   "unrewarded_log_std_shift": args.unrewarded_shift}
+    if problems := exploration_problems(exploration.get):  # adapt's own checks, before the sampler starts
+        parser.error("; ".join(problems))
     torch.set_num_threads(1)  # the sampler's workers take the other cores
     runs = {str(ckpt): sweep(ckpt, args.scales, args) for ckpt in args.checkpoints}
     print(f"\nvalid split, {args.tasks} tasks x {args.eval_episodes} starts, {args.steps} steps of {args.rollouts} rollouts; "

@@ -203,7 +203,7 @@ def lean_model_xml(xml: str, model) -> str:
             drawn.add(name)
     coarse = _heavy_drawn_hulls(model, drawn)
     root = ET.fromstring(xml)
-    parents = {child: parent for parent in root.iter() for child in parent}
+    parents = {child: parent for parent in root.iter() for child in parent} if coarse else {}
     for geom in list(root.iter("geom")):
         name = geom.get("name")
         if name in coarse:

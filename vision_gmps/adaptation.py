@@ -165,8 +165,8 @@ def run_adaptation(
     reward-only step on sparse reward only points where some rollouts reached; on push the goals far to the side
     were reached by ~11% of the first rollouts against ~51% for the others, and widening everyone's noise cost the
     central goals what it gained on the far ones (benchmarks/adaptation.md). The first step is unchanged, so its
-    rollouts are still shared with the control. Each row then carries ``widened``: the fraction of tasks whose rollouts for that step explored wider
-    (evaluations act on the mean either way).
+    rollouts are still shared with the control. Each row then carries ``widened``: the fraction of tasks whose
+    rollouts for that step explored wider (evaluations act on the mean either way).
     """
     if shrink and natural_scale is not None:
         raise ValueError("shrink and natural_scale are two different steps; choose one")

@@ -172,13 +172,11 @@ def exploration_shift_problem(value: Any, key: str = "explore_log_std_shift") ->
 def exploration_problems(get) -> list[str]:
     """What is wrong with a section's (adapt, deploy) exploration settings; ``get(key)`` reads one, "<absent>" or None
     where it is not there (older configs)."""
-    problems = []
-    for key in ("explore_log_std_shift", "unrewarded_log_std_shift"):
-        value = get(key)
-        if value not in (None, "<absent>") and (problem := exploration_shift_problem(value, key)):
-            problems.append(problem)
-    below, shift = get("unrewarded_below"), get("unrewarded_log_std_shift")
-    below, shift = (None if v == "<absent>" else v for v in (below, shift))
+    values = {key: None if (v := get(key)) == "<absent>" else v
+              for key in ("explore_log_std_shift", "unrewarded_below", "unrewarded_log_std_shift")}
+    problems = [problem for key in ("explore_log_std_shift", "unrewarded_log_std_shift")
+                if (problem := exploration_shift_problem(values[key], key))]
+    below, shift = values["unrewarded_below"], values["unrewarded_log_std_shift"]
     if below is not None and not (is_number(below) and 0 < below <= 1):
         problems.append(f"unrewarded_below={_show(below)}: must be null or a fraction of a step's rollouts in (0, 1] "
                         "(tasks whose rollouts earned reward less often explore wider)")
